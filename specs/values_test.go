@@ -233,3 +233,28 @@ func FuzzParseSlice(f *testing.F) {
 		_, _ = ParseSlice(strings.NewReader(string(data)), "fuzz.slice")
 	})
 }
+
+func TestCheckApp(t *testing.T) {
+	m, err := Load("testdata/good/seed-capsule.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := fstest.MapFS{
+		"requirements_nodb.txt":                   {Data: []byte("pyarrow~=15.0\n")},
+		"python/core/start_true_metacognition.py": {Data: []byte("#!/usr/bin/env python3\n"), Mode: 0o755},
+	}
+	if err := CheckApp(m, good); err != nil {
+		t.Errorf("good app: %v", err)
+	}
+	bad := fstest.MapFS{
+		"requirements_nodb.txt":                   {Data: []byte("pyarrow>=15\n")},
+		"python/core/start_true_metacognition.py": {Data: []byte("print(1)\n"), Mode: 0o644},
+	}
+	err = CheckApp(m, bad)
+	if err == nil || !strings.Contains(err.Error(), "requirements_nodb.txt:1:") || !strings.Contains(err.Error(), "is not executable") {
+		t.Errorf("bad app: %v", err)
+	}
+	if err := CheckApp(m, fstest.MapFS{}); err == nil || !strings.Contains(err.Error(), "not in the app") {
+		t.Errorf("empty app: %v", err)
+	}
+}

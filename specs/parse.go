@@ -627,9 +627,9 @@ func (p *parser) service(n *yaml.Node, s *Service) {
 			p.afterNodes[s.Name] = v
 			s.After = p.stringList(v, f+".after")
 		},
-		"ready":        func(k, v *yaml.Node) { s.Ready = p.probe(v, f+".ready", true) },
-		"health":       func(k, v *yaml.Node) { s.Health = p.probe(v, f+".health", false) },
-		"resources":    func(k, v *yaml.Node) { s.Resources = p.resources(v, f+".resources") },
+		"ready":     func(k, v *yaml.Node) { s.Ready = p.probe(v, f+".ready", true) },
+		"health":    func(k, v *yaml.Node) { s.Health = p.probe(v, f+".health", false) },
+		"resources": func(k, v *yaml.Node) { s.Resources = p.resources(v, f+".resources") },
 	})
 	if backoffNode != nil && s.Backoff.Max < s.Backoff.Initial {
 		p.errAt(backoffNode, f+".backoff.max", "%s is less than initial %s; expected max >= initial", s.Backoff.Max, s.Backoff.Initial)

@@ -23,11 +23,20 @@ type Size struct {
 	Infinity bool
 }
 
+// String gives the size in systemd's syntax, with the largest suffix that
+// divides it exactly (16G, 1536M).
 func (s Size) String() string {
 	if s.Infinity {
 		return "infinity"
 	}
-	return strconv.FormatUint(s.Bytes, 10)
+	n, unit := s.Bytes, ""
+	for _, u := range []string{"K", "M", "G", "T", "P", "E"} {
+		if n == 0 || n%1024 != 0 {
+			break
+		}
+		n, unit = n/1024, u
+	}
+	return strconv.FormatUint(n, 10) + unit
 }
 
 var sizeRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)([BKMGTPE]?)$`)

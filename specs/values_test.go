@@ -258,3 +258,12 @@ func TestCheckApp(t *testing.T) {
 		t.Errorf("empty app: %v", err)
 	}
 }
+
+func TestSizeString(t *testing.T) {
+	for in, want := range map[string]string{"16G": "16G", "1.5G": "1536M", "4096": "4K", "1000": "1000", "0": "0", "infinity": "infinity"} {
+		s, err := ParseSize(in)
+		if err != nil || s.String() != want {
+			t.Errorf("ParseSize(%q).String() = %q, %v; want %q", in, s.String(), err, want)
+		}
+	}
+}

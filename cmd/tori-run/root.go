@@ -1,0 +1,148 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/tori-run/tori-run/runtime"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	root      string
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    *os.File
+	log       zerolog.Logger
+}
+
+func newRootCmd(stdout, stderr *os.File) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "tori-run",
+		Short: "Build, install, run and supervise capsules",
+		Long: `tori-run builds immutable, content-addressed capsules from an app and a
+capsule.yml, installs them under <root>/releases/<sha256>/, and runs them
+isolated (OverlayFS, Linux namespaces, cgroup limits) under a supervisor,
+without systemd. Also callable as capsbuild and capsdeploy.
+
+Exit status: 0 success, 1 failure, 2 usage error.`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			l, err := runtime.NewLogger(g.stderr, g.logFormat, g.logLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			g.log = l
+			return nil
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.root, "root", envOr("TORI_ROOT", runtime.DefaultRoot), "tori-run's root folder: releases/, instances/ (env TORI_ROOT)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else JSON), console or json")
+
+	root.AddGroup(
+		&cobra.Group{ID: "artifacts", Title: "Capsule artifacts:"},
+		&cobra.Group{ID: "run", Title: "Running capsules:"},
+		&cobra.Group{ID: "daemon", Title: "Talking to the daemon:"},
+		&cobra.Group{ID: "other", Title: "Other commands:"},
+	)
+	root.SetHelpCommandGroupID("other")
+	add := func(group string, cmds ...*cobra.Command) {
+		for _, c := range cmds {
+			c.GroupID = group
+			if c.Args == nil {
+				c.Args = cobra.NoArgs
+			}
+			c.Args = usageArgs(c.Args)
+			root.AddCommand(c)
+		}
+	}
+	add("artifacts",
+		newValidateCmd(g),
+		newBuildCmd(g),
+		newInstallCmd(g),
+		newListCmd(g),
+		newVerifyCmd(g),
+		newGCCmd(g),
+	)
+	add("run",
+		notYet("run NAME|DIGEST|capsule.yml", "Run a capsule in the foreground until SIGINT/SIGTERM", 4, cobra.ExactArgs(1), "slice"),
+		notYet("spec NAME", "Print the OCI runtime-spec config.json tori-run uses for a capsule", 4, cobra.ExactArgs(1)),
+		notYet("daemon", "Supervise every enabled capsule and serve the control API", 5, cobra.NoArgs),
+		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 5, cobra.ExactArgs(2)),
+		notYet("rollback NAME", "Switch a capsule back to its previous release", 5, cobra.ExactArgs(1)),
+	)
+	add("daemon",
+		notYet("start NAME[/SERVICE]", "Start a capsule or one of its services", 5, cobra.ExactArgs(1)),
+		notYet("stop NAME[/SERVICE]", "Stop a capsule or one of its services", 5, cobra.ExactArgs(1)),
+		notYet("restart NAME[/SERVICE]", "Restart a capsule or one of its services", 5, cobra.ExactArgs(1)),
+		notYet("status [NAME]", "Show services: state, pid, uptime, restarts, last exit", 5, cobra.MaximumNArgs(1), "json"),
+		notYet("logs NAME[/SERVICE]", "Show a capsule's logs", 5, cobra.ExactArgs(1), "follow"),
+		notYet("events", "Stream supervision events", 5, cobra.NoArgs, "follow"),
+		notYet("enable NAME", "Have the daemon run a capsule, now and after reboots", 5, cobra.ExactArgs(1)),
+		notYet("disable NAME", "Stop having the daemon run a capsule", 5, cobra.ExactArgs(1)),
+	)
+	state := &cobra.Command{Use: "state", Short: "Inspect a capsule's state (get, put, ls, export)"}
+	for _, sub := range []*cobra.Command{
+		notYet("get NAME KEY", "Print the value of a key", 6, cobra.ExactArgs(2)),
+		notYet("put NAME KEY VALUE", "Set a key", 6, cobra.ExactArgs(3)),
+		notYet("ls NAME [PREFIX]", "List keys", 6, cobra.RangeArgs(1, 2)),
+		notYet("export NAME", "Write a capsule's state as one Parquet file or JSON lines", 6, cobra.ExactArgs(1)),
+	} {
+		sub.Args = usageArgs(sub.Args)
+		state.AddCommand(sub)
+	}
+	add("run", state)
+	add("other", newVersionCmd(g))
+	return root
+}
+
+// usageArgs turns an argument-count error into a usage error (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+		}
+		return nil
+	}
+}
+
+// notYet is a command of SPEC §2 whose issue has not landed: it parses its
+// arguments like the real one will and says so, with exit status 1.
+func notYet(use, short string, issue int, args cobra.PositionalArgs, boolFlags ...string) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short + " (not implemented yet)",
+		Args:  args,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return fmt.Errorf("%s is not implemented yet (planned in issue #%d)", cmd.CommandPath(), issue)
+		},
+	}
+	for _, f := range boolFlags {
+		if f == "slice" {
+			c.Flags().String("slice", "", "systemd .slice file whose limits override the manifest's resources")
+			continue
+		}
+		c.Flags().Bool(f, false, "")
+	}
+	return c
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -120,6 +120,32 @@ type Host struct {
 	// Disks are the block devices behind mounted filesystems with their active I/O scheduler: proportional IO
 	// weights (IOWeight) only apply on disks whose scheduler is bfq (or cfq before Linux 5.0).
 	Disks []Disk
+	// Hierarchies are the mounted hierarchies we are in, one entry each: every v1 hierarchy (with or without a
+	// controller tori-run uses, named ones such as name=systemd too) in /proc/self/cgroup order, then cgroup2. A
+	// Group exists in each of them, as libcontainer's cgroup managers create theirs.
+	Hierarchies []Hierarchy
+
+	// delegated is set by EnsureDelegation once the v2 base holds no process and has its controllers enabled.
+	delegated bool
+}
+
+// Hierarchy is one mounted cgroup hierarchy and our own cgroup in it.
+type Hierarchy struct {
+	// Version is 1 or 2.
+	Version int
+	// Controllers are what a v1 hierarchy carries, as /proc/self/cgroup names them ("cpu", "cpuacct",
+	// "name=systemd"); nil for cgroup2.
+	Controllers []string
+	// Mount is where the hierarchy is mounted; Root is the cgroup shown there (mountinfo's root, usually "/").
+	Mount, Root string
+	// Path is our own cgroup in the hierarchy; Dir is its directory.
+	Path, Dir string
+}
+
+// dirOf returns the directory of cgroup p (absolute, as in /proc/self/cgroup) in the hierarchy, and false when
+// p is outside what the mount shows.
+func (hi Hierarchy) dirOf(p string) (string, bool) {
+	return ownDir(&mountinfo.Info{Root: hi.Root, Mountpoint: hi.Mount}, p)
 }
 
 // Disk is a block device behind a mounted filesystem.
@@ -314,7 +340,65 @@ func DetectFrom(mountinfoText io.Reader, selfCgroup io.Reader, probe Prober) (*H
 		})
 	}
 	h.Disks = disks(mounts, probe)
+	h.Hierarchies = hierarchies(procs, v1ByHierarchy(mounts), v2Mounts)
 	return h, nil
+}
+
+// v1ByHierarchy groups the v1 mounts by the set of controllers (and name=) they carry, which identifies a
+// hierarchy: the key is the sorted, comma-joined set.
+func v1ByHierarchy(mounts []*mountinfo.Info) map[string][]*mountinfo.Info {
+	out := map[string][]*mountinfo.Info{}
+	for _, m := range mounts {
+		if m.FSType != "cgroup" {
+			continue
+		}
+		set := mountControllers(m)
+		for opt := range strings.SplitSeq(m.VFSOptions, ",") {
+			if strings.HasPrefix(opt, "name=") {
+				set = append(set, opt)
+			}
+		}
+		if len(set) == 0 {
+			continue
+		}
+		slices.Sort(set)
+		key := strings.Join(set, ",")
+		out[key] = append(out[key], m)
+	}
+	return out
+}
+
+// hierarchies lists the hierarchies of /proc/self/cgroup that are mounted and show our cgroup, v1 in
+// /proc/self/cgroup order, then cgroup2.
+func hierarchies(procs []procCgroup, v1 map[string][]*mountinfo.Info, v2 []*mountinfo.Info) []Hierarchy {
+	var out []Hierarchy
+	var unified *Hierarchy
+	for _, pc := range procs {
+		var ms []*mountinfo.Info
+		version := 1
+		if pc.id == 0 && len(pc.controllers) == 0 {
+			ms, version = v2, 2
+		} else {
+			set := slices.Clone(pc.controllers)
+			slices.Sort(set)
+			ms = v1[strings.Join(set, ",")]
+		}
+		m, dir := pickMount(ms, pc.path)
+		if m == nil {
+			continue
+		}
+		hi := Hierarchy{Version: version, Mount: m.Mountpoint, Root: path.Clean(m.Root), Path: path.Clean("/" + pc.path), Dir: dir}
+		if version == 2 {
+			unified = &hi
+			continue
+		}
+		hi.Controllers = slices.Clone(pc.controllers)
+		out = append(out, hi)
+	}
+	if unified != nil {
+		out = append(out, *unified)
+	}
+	return out
 }
 
 // disks lists the block devices behind mounts (major number not 0), once each, with their active scheduler,

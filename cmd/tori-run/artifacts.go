@@ -1,25 +1,242 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	units "github.com/docker/go-units"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/release"
+)
+
+// progressWriter is stderr when it is a terminal, else nil (no progress).
+func (g *globals) progressWriter() *os.File {
+	if term.IsTerminal(int(g.stderr.Fd())) {
+		return g.stderr
+	}
+	return nil
+}
+
+func (g *globals) store() (*release.Store, error) {
+	opts := []release.Option{release.WithLogger(g.log)}
+	if p := g.progressWriter(); p != nil {
+		opts = append(opts, release.WithProgress(p))
+	}
+	return release.Open(g.root, opts...)
+}
 
 func newBuildCmd(g *globals) *cobra.Command {
-	c := notYet("build --from-zip APP.zip | --from-dir DIR --manifest capsule.yml [--output F]", "Build a reproducible, content-addressed capsule archive", 3, cobra.NoArgs)
-	c.Flags().String("from-zip", "", "")
-	c.Flags().String("from-dir", "", "")
-	c.Flags().String("manifest", "", "")
-	c.Flags().String("output", "", "")
+	var (
+		o       release.BuildOptions
+		zstd    bool
+		verbose bool
+	)
+	c := &cobra.Command{
+		Use:   "build --from-zip APP.zip | --from-dir DIR --manifest capsule.yml [--output F]",
+		Short: "Build a reproducible, content-addressed capsule archive",
+		Long: `Build a capsule archive from an app (a zip or a folder) and its capsule.yml.
+The same inputs give the same bytes and digest whatever the files' times,
+order, owners or umask (docs/ARTIFACTS.md has the canonical form). The
+manifest is validated as 'tori-run validate' does and every requirement must
+be pinned. Backup and editor files (*.bak, *~, *.orig, *.swp, .#*) and VCS
+folders are left out; --verbose lists what was.
+
+Also callable as: capsbuild --from-zip APP.zip --manifest capsule.yml --output F`,
+		Example: `  tori-run build --from-dir examples/metacog --manifest examples/metacog/capsule.yml
+  capsbuild --from-zip tori_nodb.zip --manifest capsule.yml --output capsule-metacog.tar.gz`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (o.FromZip == "") == (o.FromDir == "") {
+				return usagef("build: give exactly one of --from-zip and --from-dir")
+			}
+			if o.Manifest == "" {
+				return usagef("build: --manifest is required")
+			}
+			o.ToolVersion = runtime.Version().Version
+			o.SourceDateEpoch = os.Getenv("SOURCE_DATE_EPOCH")
+			o.Log = g.log
+			if zstd {
+				o.Compression = release.Zstd
+			}
+			if p := g.progressWriter(); p != nil {
+				o.Progress = p
+			}
+			start := time.Now()
+			res, err := release.Build(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if verbose {
+				for _, x := range res.Excluded {
+					fmt.Fprintf(g.stdout, "left out %s\n", x)
+				}
+			}
+			sha := res.BuildSHA
+			if sha == "" {
+				sha = "none"
+			}
+			fmt.Fprintf(g.stdout, "built %s\n  capsule %s %s, %d files, %s, build SHA %s, %d left out, in %s\n  digest  %s\n",
+				res.Path, res.Name, res.Version, res.Files, units.BytesSize(float64(res.Bytes)), sha, len(res.Excluded),
+				time.Since(start).Round(time.Millisecond), res.Digest)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.FromZip, "from-zip", "", "the app as a zip")
+	f.StringVar(&o.FromDir, "from-dir", "", "the app as a folder")
+	f.StringVar(&o.Manifest, "manifest", "", "the capsule.yml (required)")
+	f.StringVar(&o.Output, "output", "", "archive to write (default capsule-NAME-VERSION-DIGEST.tar.gz in --output-dir)")
+	f.StringVar(&o.OutputDir, "output-dir", "", "folder for the default-named archive (default: the current folder)")
+	f.StringVar(&o.BuildSHA, "build-sha", "", "build SHA to record (default: the app folder's git HEAD, if any)")
+	f.StringArrayVar(&o.Excludes, "exclude", nil, "also leave out paths matching this pattern (repeatable)")
+	f.BoolVar(&zstd, "zstd", false, "compress with zstd instead of gzip")
+	f.BoolVarP(&verbose, "verbose", "v", false, "list the files left out")
 	return c
 }
 
 func newInstallCmd(g *globals) *cobra.Command {
-	return notYet("install CAPSULE.tar.gz", "Verify and install a capsule under <root>/releases/<sha256>/", 3, cobra.ExactArgs(1))
+	return &cobra.Command{
+		Use:   "install CAPSULE.tar.gz",
+		Short: "Verify and install a capsule under <root>/releases/<sha256>/",
+		Long: `Verify a capsule archive (its digest and every file against its index) and
+unpack it atomically and read-only to <root>/releases/<sha256>/. Installing an
+installed capsule says so and succeeds. Hostile archives (paths leaving the
+release, links pointing out, device files, setuid bits, bombs) are refused
+with nothing left behind.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			rel, already, err := s.Install(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			verb := "installed"
+			if already {
+				verb = "already installed"
+			}
+			fmt.Fprintf(g.stdout, "%s %s %s\n  %s\n", verb, rel.Name, rel.Version, rel.Path)
+			return nil
+		},
+	}
 }
+
 func newListCmd(g *globals) *cobra.Command {
-	return notYet("list", "List installed releases", 3, cobra.NoArgs, "json")
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List installed releases",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			rels, err := s.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if rels == nil {
+					rels = []release.Release{}
+				}
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rels)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tDIGEST\tSIZE\tINSTALLED\tIN USE")
+			for _, r := range rels {
+				inUse := "no"
+				if r.InUse {
+					inUse = "yes (" + strings.Join(r.UsedBy, ", ") + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Version, r.Digest[:12], units.BytesSize(float64(r.Size)),
+					r.InstalledAt.Local().Format(time.DateTime), inUse)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return c
 }
+
 func newVerifyCmd(g *globals) *cobra.Command {
-	return notYet("verify NAME|DIGEST", "Re-hash an installed release against its record", 3, cobra.ExactArgs(1))
+	return &cobra.Command{
+		Use:   "verify NAME|DIGEST",
+		Short: "Re-hash an installed release against its record",
+		Long:  "Re-hash an installed release and report every file changed, missing or added since install. Exit 1 if any.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			rep, err := s.Verify(args[0])
+			if err != nil {
+				return err
+			}
+			for _, p := range rep.Changed {
+				fmt.Fprintf(g.stdout, "changed  %s: %s\n", p, rep.Reasons[p])
+			}
+			for _, p := range rep.Missing {
+				fmt.Fprintf(g.stdout, "missing  %s\n", p)
+			}
+			for _, p := range rep.Added {
+				fmt.Fprintf(g.stdout, "added    %s\n", p)
+			}
+			r := rep.Release
+			if !rep.OK() {
+				fmt.Fprintf(g.stdout, "%s %s (%s): %d changed, %d missing, %d added\n", r.Name, r.Version, r.Digest[:12], len(rep.Changed), len(rep.Missing), len(rep.Added))
+				return exitError{exitFailure}
+			}
+			fmt.Fprintf(g.stdout, "%s %s (%s): %d files as installed\n", r.Name, r.Version, r.Digest[:12], r.Files)
+			return nil
+		},
+	}
 }
+
 func newGCCmd(g *globals) *cobra.Command {
-	return notYet("gc [--dry-run] [--keep N]", "Remove releases nothing references", 3, cobra.NoArgs, "dry-run")
+	var o release.GCOptions
+	c := &cobra.Command{
+		Use:   "gc [--dry-run] [--keep N]",
+		Short: "Remove releases nothing references",
+		Long: `Remove installed releases that no capsule references (as current or previous
+release, or by a running instance) and that are not among the newest --keep
+of their name.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Keep < 0 {
+				return usagef("gc: --keep %d: expected 0 or more", o.Keep)
+			}
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			removed, err := s.GC(cmd.Context(), o)
+			verb := "removed"
+			if o.DryRun {
+				verb = "would remove"
+			}
+			for _, r := range removed {
+				fmt.Fprintf(g.stdout, "%s %s %s (%s, %s)\n", verb, r.Name, r.Version, r.Digest[:12], units.BytesSize(float64(r.Size)))
+			}
+			if len(removed) == 0 && err == nil {
+				fmt.Fprintln(g.stdout, "nothing to remove")
+			}
+			return err
+		},
+	}
+	c.Flags().BoolVar(&o.DryRun, "dry-run", false, "list what would be removed, remove nothing")
+	c.Flags().IntVar(&o.Keep, "keep", 0, "keep the newest N releases of each name even if unreferenced")
+	return c
 }

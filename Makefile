@@ -16,8 +16,12 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 
 all: build
 
-build: ## build bin/tori-run and its capsbuild/capsdeploy aliases
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tori-run
+# Static, with cgo (libcontainer's nsenter is C): the binary is bound into
+# every capsule as its init, so it must run whatever the capsule's layers hold.
+STATIC    := CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+
+build: ## build bin/tori-run (static) and its capsbuild/capsdeploy aliases
+	$(STATIC) -o $(BIN) ./cmd/tori-run
 	ln -sf tori-run bin/capsbuild
 	ln -sf tori-run bin/capsdeploy
 
@@ -29,7 +33,7 @@ install: build ## install into $(PREFIX)/bin
 demo: build ## show what tori-run does today with the reference capsule
 	./scripts/demo.sh
 
-test: lint test-root fuzz ## everything CI runs
+test: lint test-root test-vm fuzz ## everything CI runs
 
 test-unit: ## fast tests, no root needed (root tests skip and say why)
 	$(GO) test -short -count=1 ./...
@@ -38,8 +42,12 @@ test-root: ## every test, including those that mount, make cgroups or need root
 	@if [ "$$(id -u)" != 0 ]; then echo "make test-root needs root (mounts, cgroups); run make test-unit as a user" >&2; exit 1; fi
 	$(GO) test -count=1 ./...
 
-test-vm: ## the isolation suite inside a cgroup-v2 QEMU guest (arrives with the runtime, issue #4)
-	@echo "test-vm: no guest suite yet; it arrives with the isolation work (issue #4)" >&2; exit 1
+VM_PKGS    ?= ./cgroups/,./overlay/,./runtime/,./integration/,./integration/vm/
+VM_RUN     ?=
+VM_SKIP    ?=
+VM_TIMEOUT ?= 20m
+test-vm: ## run VM_PKGS' tests as root in a cgroup-v2-only QEMU guest (see integration/vm/README.md)
+	$(GO) run ./integration/vm -pkgs '$(VM_PKGS)' -run '$(VM_RUN)' -skip '$(VM_SKIP)' -timeout $(VM_TIMEOUT) -ldflags '$(LDFLAGS)'
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s): no panic, no hang
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./specs/

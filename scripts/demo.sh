@@ -1,26 +1,66 @@
 #!/usr/bin/env bash
-# The demo: what tori-run does today with the reference capsule in
-# examples/metacog. Each step says what it shows.
+# The demo: what tori-run does with the reference capsule in examples/metacog.
+# Each step prints the command it runs and what it shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=./bin/tori-run
+T=$PWD/bin/tori-run
 APP=examples/metacog
+DEMO=${DEMO_ROOT:-$PWD/.demo}
+export TORI_ROOT=$DEMO/root TORI_RUN_DIR=$DEMO/run
 
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; }
 
-step "tori-run's version and build SHA" "$T version"
+step "tori-run's version and build SHA" "tori-run version"
 $T version
 
-step "Validate the reference capsule: manifest, pinned requirements, entrypoint" "$T validate $APP"
+step "Validate the reference capsule: manifest, pinned requirements, entrypoint" "tori-run validate $APP"
 $T validate "$APP"
 
-step "Its systemd slice overrides the manifest's resources" "$T validate $APP --slice $APP/tori-metacog.slice"
-$T validate "$APP" --slice "$APP/tori-metacog.slice"
-
-step "A broken manifest: every problem, with file, line and field (exit 1 expected)" "$T validate specs/testdata/bad/bad-service.yml"
+step "A broken manifest: every problem, with file, line and field (exit 1 expected)" "tori-run validate specs/testdata/bad/bad-service.yml"
 if $T validate specs/testdata/bad/bad-service.yml; then echo "unexpected: accepted" >&2; exit 1; fi
 
-step "What this host offers capsules: kernel, OverlayFS, cgroup mode, enforceable limits" "$T validate --host $APP --slice $APP/tori-metacog.slice"
+step "What this host offers capsules: kernel, OverlayFS, cgroup mode, enforceable limits" "tori-run validate --host $APP --slice $APP/tori-metacog.slice"
 $T validate --host "$APP" --slice "$APP/tori-metacog.slice" || echo "(some host checks failed; see the hints above)"
 
-printf '\nThe runtime (tori-run run) arrives with the isolation work; see README.md.\n'
+rm -rf "$DEMO" && mkdir -p "$DEMO/a" "$DEMO/b"
+step "Build the capsule twice, from two copies with different file times: the same digest" \
+	"capsbuild --from-dir COPY --manifest COPY/capsule.yml --output-dir $DEMO/{a,b}"
+cp -a "$APP" "$DEMO/copy1" && cp -r "$APP" "$DEMO/copy2" && touch -d '2001-01-01' "$DEMO/copy2/capsule.yml"
+"$PWD/bin/capsbuild" --from-dir "$DEMO/copy1" --manifest "$DEMO/copy1/capsule.yml" --output-dir "$DEMO/a" --build-sha 0123456789abcdef0123456789abcdef01234567
+"$PWD/bin/capsbuild" --from-dir "$DEMO/copy2" --manifest "$DEMO/copy2/capsule.yml" --output-dir "$DEMO/b" --build-sha 0123456789abcdef0123456789abcdef01234567
+sha256sum "$DEMO"/a/*.tar.gz "$DEMO"/b/*.tar.gz
+ARCHIVE=$(ls "$DEMO"/a/*.tar.gz)
+
+if [ "$(id -u)" != 0 ]; then
+	printf '\nInstalling and running capsules needs root (mounts, namespaces, cgroups): run make demo as root to see the rest.\n'
+	exit 0
+fi
+
+step "Install it (read-only, atomic), again (idempotent), list and verify it" "capsdeploy install ARCHIVE; tori-run list; tori-run verify tori-metacognitive"
+"$PWD/bin/capsdeploy" install "$ARCHIVE"
+"$PWD/bin/capsdeploy" install "$ARCHIVE"
+$T list
+$T verify tori-metacognitive
+
+step "Run the installed capsule under its slice for a few seconds" "tori-run run tori-metacognitive --slice $APP/tori-metacog.slice"
+$T run tori-metacognitive --slice "$APP/tori-metacog.slice" --log-format console &
+RUN=$!
+sleep 3
+echo "-- limits in force, read from the capsule's cgroups on the host:"
+id=$(ls "$DEMO/root/instances" | head -1)
+find /sys/fs/cgroup -maxdepth 8 -path "*/tori/$id/*" \( -name cpu.cfs_quota_us -o -name memory.limit_in_bytes \
+	-o -name cpu.max -o -name memory.max -o -name pids.max \) -not -path "*/svc-*" -not -path "*/init/*" |
+	while read -r f; do echo "   $f = $(cat "$f")"; done
+echo "-- each service in its own cgroup:"
+find /sys/fs/cgroup/pids -maxdepth 6 -path "*/tori/$id/svc-*" -name cgroup.procs | while read -r f; do echo "   $f: pids $(tr '\n' ' ' < "$f")"; done
+echo "-- tori-run list shows the release in use:"
+$T list
+kill -INT $RUN
+wait $RUN || true
+
+step "Nothing left behind: instances, mounts, cgroups" "ls instances; grep mountinfo; ls cgroups"
+echo "instances: $(ls "$DEMO/root/instances" | wc -l)"
+echo "mounts under the demo root: $(grep -c "$DEMO" /proc/self/mountinfo || true)"
+echo "tori cgroups: $(ls -d /sys/fs/cgroup/*/tori /sys/fs/cgroup/tori 2>/dev/null | wc -l)"
+
+printf '\nNext (later issues): supervision with restarts and health, the daemon, and the state proxy.\n'

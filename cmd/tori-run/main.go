@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/tori-run/tori-run/runtime"
 )
 
 // Exit codes, as SPEC §2 sets them.
@@ -20,6 +22,12 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
+
+func init() {
+	// Before anything else: this binary is also libcontainer's bootstrap and
+	// the capsules' init.
+	runtime.MaybeInit()
+}
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tori-run/tori-run/runtime"
+)
+
+func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
+	return runtime.Options{
+		Root:         g.root,
+		RunDir:       envOr("TORI_RUN_DIR", runtime.DefaultRunDir),
+		CgroupParent: cgroupParent,
+		Slice:        slice,
+		Log:          g.log,
+	}
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var slice, cgroupParent string
+	c := &cobra.Command{
+		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
+		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
+		Long: `Run a capsule in the foreground: mount its app under a scratch layer, create
+its container (tori-run's init as PID 1) and cgroups, start every service in
+after: order, and stream their output prefixed with the service's name. On
+SIGINT or SIGTERM each service gets its stop signal, in reverse order, then
+after its stop timeout its whole process tree is killed; nothing of the
+instance is left behind.
+
+Exit status: 0 when every service was stopped on request or exited 0, 1 when
+one failed to start, failed, or was OOM-killed (a summary says which).`,
+		Example: `  tori-run run tori-metacognitive --slice examples/metacog/tori-metacog.slice
+  tori-run run examples/metacog          # straight from an app folder, without building`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := runtime.Run(cmd.Context(), args[0], g.runtimeOptions(slice, cgroupParent), g.stdout)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(g.stderr, res.Summary())
+			if !res.OK() {
+				return exitError{exitFailure}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&slice, "slice", "", "systemd .slice file whose limits override the manifest's resources")
+	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")
+	return c
+}
+
+func newSpecCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "spec NAME|DIGEST|capsule.yml",
+		Short: "Print the OCI runtime-spec config.json tori-run uses for a capsule",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := runtime.SpecFor(args[0], g.runtimeOptions("", ""))
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(g.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(s)
+		},
+	}
+}

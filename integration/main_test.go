@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tori-run/tori-run/runtime"
+)
+
+// The test binary is also the capsules' init (it is bound into them as
+// /.tori/tori-run) and their workloads: "workload NAME ARGS" runs one.
+func TestMain(m *testing.M) {
+	runtime.MaybeInit()
+	if len(os.Args) > 2 && os.Args[1] == "workload" {
+		os.Exit(workload(os.Args[2], os.Args[3:]))
+	}
+	os.Exit(m.Run())
+}
+
+func workload(name string, args []string) int {
+	n := 0
+	if len(args) > 0 {
+		n, _ = strconv.Atoi(args[0])
+	}
+	switch name {
+	case "alloc": // touch n MiB, then wait
+		var keep [][]byte
+		for i := 0; i < n; i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = byte(j)
+			}
+			keep = append(keep, b)
+		}
+		fmt.Printf("allocated %d MiB\n", len(keep))
+		time.Sleep(time.Hour)
+	case "forks": // start n sleeping children, report how many the kernel allowed
+		ok, firstErr := 0, ""
+		for i := 0; i < n; i++ {
+			_, err := syscall.ForkExec("/.tori/tori-run", []string{"tori-run", "workload", "sleep", "60"}, &syscall.ProcAttr{})
+			if err != nil {
+				firstErr = err.Error()
+				break
+			}
+			ok++
+		}
+		fmt.Printf("forked %d of %d; first error: %s\n", ok, n, firstErr)
+		time.Sleep(time.Hour)
+	case "spin": // burn CPU for n ms
+		end := time.Now().Add(time.Duration(n) * time.Millisecond)
+		x := 0
+		for time.Now().Before(end) {
+			x++
+		}
+		fmt.Println("spun", x > 0)
+	case "sleep":
+		time.Sleep(time.Duration(n) * time.Second)
+	case "write": // write a file in /app and report whether other folders are writable
+		err := os.WriteFile("/app/written-by-service", []byte("x"), 0o644)
+		fmt.Printf("app write: %v\n", err)
+		fmt.Printf("usr write: %v\n", os.WriteFile("/usr/tori-test", []byte("x"), 0o644))
+		fmt.Printf("hostname: %s\n", hostname())
+		time.Sleep(time.Hour)
+	case "ignore-term": // a tree that ignores SIGTERM
+		signalIgnore()
+		for i := 0; i < 3; i++ {
+			_, _ = syscall.ForkExec("/.tori/tori-run", []string{"tori-run", "workload", "ignore-term-leaf"}, &syscall.ProcAttr{})
+		}
+		fmt.Println("tree started")
+		time.Sleep(time.Hour)
+	case "ignore-term-leaf":
+		signalIgnore()
+		time.Sleep(time.Hour)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown workload %q\n", name)
+		return 2
+	}
+	return 0
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

@@ -1,0 +1,324 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/cgroups"
+)
+
+// InitCommand is the hidden argument that makes tori-run the init of a
+// capsule: PID 1 of its namespaces.
+//
+// Why an init of our own starts the services (and not libcontainer's way of
+// running an extra process in a container): the init is already in every
+// namespace, so a service start is a plain fork/exec (~1 ms) rather than a
+// re-exec through nsexec (10–27 ms here); the init is the services' parent,
+// so it reaps them and every orphan for free; and the services do not depend
+// on the tori-run that asked for them: if it dies, they keep running and a new
+// tori-run can reconnect to the init's socket (as containerd's shims allow).
+// The init is small: it holds no policy. Restart decisions, probes, logs and
+// limits live on the host side.
+const InitCommand = "capsule-init"
+
+// initFD is where the init finds its listening socket (the first ExtraFile).
+const initFD = 3
+
+// Messages between the host and the init, one per packet. Files travel as
+// SCM_RIGHTS alongside.
+type initRequest struct {
+	Op      string   `json:"op"` // "start" or "shutdown"
+	Service string   `json:"service,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	Dir     string   `json:"dir,omitempty"`
+	UID     uint32   `json:"uid,omitempty"`
+	GID     uint32   `json:"gid,omitempty"`
+	// CgroupVersion says how to use the cgroup files that follow stdout and
+	// stderr (cgroups.StartIn).
+	CgroupVersion int `json:"cgroup_version,omitempty"`
+}
+
+type initReply struct {
+	OK    bool   `json:"ok"`
+	Pid   int    `json:"pid,omitempty"` // in the capsule's PID namespace
+	Error string `json:"error,omitempty"`
+	Errno string `json:"errno,omitempty"` // ENOENT, EACCES, ENOEXEC... when exec failed
+}
+
+// initExit is sent on a start's connection when that service has exited.
+type initExit struct {
+	Pid    int    `json:"pid"`
+	Code   int    `json:"code"`
+	Signal int    `json:"signal,omitempty"`
+	Core   bool   `json:"core,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+const maxPacket = 64 << 10
+
+// RunInit is the capsule's PID 1. It returns the process's exit status.
+func RunInit() int {
+	f := os.NewFile(initFD, "init.sock")
+	l, err := net.FileListener(f)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tori-run init: no listening socket on fd %d: %v\n", initFD, err)
+		return 1
+	}
+	_ = f.Close()
+	s := &initServer{procs: map[int]*initProc{}}
+	sigc := make(chan os.Signal, 32)
+	signal.Notify(sigc, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	go s.serve(l.(*net.UnixListener))
+	for sig := range sigc {
+		if sig == unix.SIGCHLD {
+			s.reap()
+			continue
+		}
+		// PID 1 gets no default signal actions: forward what the host sent
+		// to every service; the host's supervisor decides what comes next.
+		s.forward(sig.(syscall.Signal))
+	}
+	return 0
+}
+
+type initServer struct {
+	// mu guards procs, and is held from fork to recording the pid so that
+	// the reaper never reaps a child it does not know yet.
+	mu    sync.Mutex
+	procs map[int]*initProc
+}
+
+type initProc struct {
+	service string
+	conn    *net.UnixConn
+}
+
+func (s *initServer) serve(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tori-run init: accept: %v\n", err)
+			return
+		}
+		go s.handle(c)
+	}
+}
+
+// handle serves one connection: one request. A start's connection stays
+// open for the exit message.
+func (s *initServer) handle(c *net.UnixConn) {
+	if err := checkPeerOutside(c); err != nil {
+		fmt.Fprintf(os.Stderr, "tori-run init: refused a connection: %v\n", err)
+		_ = c.Close()
+		return
+	}
+	var req initRequest
+	files, err := readMsg(c, &req)
+	defer closeFiles(files)
+	if err != nil {
+		_ = writeMsg(c, initReply{Error: err.Error()}, nil)
+		_ = c.Close()
+		return
+	}
+	switch req.Op {
+	case "start":
+		pid, pidfd, err := s.start(&req, files, c)
+		if err != nil {
+			rep := initReply{Error: err.Error()}
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				rep.Errno = unix.ErrnoName(errno)
+			}
+			_ = writeMsg(c, rep, nil)
+			_ = c.Close()
+			return
+		}
+		_ = writeMsg(c, initReply{OK: true, Pid: pid}, []int{pidfd})
+		_ = unix.Close(pidfd)
+	case "shutdown":
+		_ = writeMsg(c, initReply{OK: true}, nil)
+		os.Exit(0)
+	default:
+		_ = writeMsg(c, initReply{Error: fmt.Sprintf("unknown op %q", req.Op)}, nil)
+		_ = c.Close()
+	}
+}
+
+// start forks and execs a service, born in its cgroup, and returns its pid
+// and a pidfd for the host.
+func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) (int, int, error) {
+	if len(req.Args) == 0 || len(files) < 2 {
+		return 0, -1, fmt.Errorf("start %s: expected args and at least stdout and stderr files", req.Service)
+	}
+	path := req.Args[0]
+	switch {
+	case filepath.IsAbs(path):
+	case strings.Contains(path, "/"):
+		path = filepath.Join(req.Dir, path)
+	default:
+		lp, err := lookPathIn(path, envValue(req.Env, "PATH"))
+		if err != nil {
+			return 0, -1, fmt.Errorf("%s: %w", path, unix.ENOENT)
+		}
+		path = lp
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, -1, err
+	}
+	defer devnull.Close()
+	pidfd := -1
+	cmd := &exec.Cmd{
+		Path: path, Args: req.Args, Env: req.Env, Dir: req.Dir,
+		Stdin: devnull, Stdout: files[0], Stderr: files[1],
+		SysProcAttr: &syscall.SysProcAttr{PidFD: &pidfd},
+	}
+	if req.UID != 0 || req.GID != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: req.UID, Gid: req.GID}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := cgroups.StartIn(req.CgroupVersion, files[2:], cmd); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return 0, -1, fmt.Errorf("exec %s: %w", path, pe.Err)
+		}
+		return 0, -1, err
+	}
+	s.procs[cmd.Process.Pid] = &initProc{service: req.Service, conn: c}
+	return cmd.Process.Pid, pidfd, nil
+}
+
+// reap collects every child that has ended: services (whose host is told)
+// and orphans that were reparented to PID 1.
+func (s *initServer) reap() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+		p := s.procs[pid]
+		if p == nil {
+			continue // an orphan
+		}
+		delete(s.procs, pid)
+		ex := initExit{Pid: pid}
+		switch {
+		case ws.Exited():
+			ex.Code = ws.ExitStatus()
+		case ws.Signaled():
+			ex.Signal, ex.Code, ex.Core = int(ws.Signal()), 128+int(ws.Signal()), ws.CoreDump()
+		}
+		go func(c *net.UnixConn) {
+			_ = writeMsg(c, ex, nil)
+			_ = c.Close()
+		}(p.conn)
+	}
+}
+
+func (s *initServer) forward(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pid := range s.procs {
+		_ = unix.Kill(pid, sig)
+	}
+}
+
+// checkPeerOutside accepts only peers outside the capsule's PID namespace:
+// the kernel reports such a peer's pid as 0. A service inside the capsule
+// that finds the socket cannot use it to start processes.
+func checkPeerOutside(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if cred.Pid != 0 || cred.Uid != 0 {
+		return fmt.Errorf("peer pid %d uid %d is inside the capsule or not root", cred.Pid, cred.Uid)
+	}
+	return nil
+}
+
+func writeMsg(c *net.UnixConn, v any, fds []int) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err = c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// readMsg reads one packet into v and returns the files that came with it.
+func readMsg(c *net.UnixConn, v any) ([]*os.File, error) {
+	buf := make([]byte, maxPacket)
+	oob := make([]byte, unix.CmsgSpace(64*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				continue
+			}
+			for _, fd := range fds {
+				unix.CloseOnExec(fd)
+				files = append(files, os.NewFile(uintptr(fd), "passed"))
+			}
+		}
+	}
+	if n == 0 {
+		return files, fmt.Errorf("connection closed")
+	}
+	if err := json.Unmarshal(buf[:n], v); err != nil {
+		return files, fmt.Errorf("bad message: %w", err)
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
+
+func envValue(env []string, name string) string {
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}

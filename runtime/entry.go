@@ -1,0 +1,43 @@
+package runtime
+
+import (
+	"os"
+	goruntime "runtime"
+
+	"github.com/opencontainers/runc/libcontainer"
+	// nsenter's C constructor joins namespaces before the Go runtime starts
+	// when libcontainer re-executes this binary as "init".
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	// Device rules of the capsule cgroup (libcontainer needs them registered).
+	_ "github.com/opencontainers/cgroups/devices"
+)
+
+// MaybeInit runs the two entry points that must come before any CLI
+// parsing, and does not return when one applies:
+//
+//   - "init": libcontainer's bootstrap, which re-executes this binary to set
+//     up a container's namespaces, mounts and cgroups, then execs the
+//     container's process;
+//   - InitCommand: that process, tori-run's init, PID 1 of a capsule.
+//
+// Tests that start capsules call it from TestMain, since there the test
+// binary is /proc/self/exe.
+//
+// It must be called on the main goroutine: when it returns, that goroutine
+// stays locked to the main thread for the life of the process. libcontainer
+// joins a container's mount namespace on a locked thread and lets Go discard
+// the thread when the goroutine ends; Go cannot discard the main thread, so
+// if such a goroutine ran there the main thread would stay in the dead
+// container's namespace, and /proc/self (which shows the main thread) would
+// show the container's mounts to the rest of tori-run.
+func MaybeInit() {
+	if len(os.Args) >= 2 {
+		switch os.Args[1] {
+		case "init":
+			libcontainer.Init() // does not return
+		case InitCommand:
+			os.Exit(RunInit())
+		}
+	}
+	goruntime.LockOSThread()
+}

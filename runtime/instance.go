@@ -1,0 +1,476 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gofrs/flock"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/overlay"
+	"github.com/tori-run/tori-run/specs"
+)
+
+// An instance lives in <root>/instances/<id>/:
+//
+//	instance.json  the record: what was created, for cleanup after a crash
+//	lock           flock held by the tori-run that owns the instance
+//	rootfs/        the capsule's / (host layer: empty but for symlinks and
+//	               mount points; libcontainer mounts inside its namespace)
+//	app/           the overlay of the release's app under the scratch layer
+//	scratch/       upper and work of that overlay, discarded at stop
+//	run/           the init's socket, bound at /.tori/run
+//
+// libcontainer's state lives in <rundir>/containers/<id>, on tmpfs.
+type instancePaths struct {
+	Dir, Record, Lock, Rootfs, App, Upper, Work, Run, Socket string
+}
+
+func newInstancePaths(root, id string) instancePaths {
+	dir := filepath.Join(root, "instances", id)
+	return instancePaths{
+		Dir: dir, Record: filepath.Join(dir, "instance.json"), Lock: filepath.Join(dir, "lock"),
+		Rootfs: filepath.Join(dir, "rootfs"), App: filepath.Join(dir, "app"),
+		Upper: filepath.Join(dir, "scratch", "upper"), Work: filepath.Join(dir, "scratch", "work"),
+		Run: filepath.Join(dir, "run"), Socket: filepath.Join(dir, "run", "init.sock"),
+	}
+}
+
+// instanceRecord is written before anything is created, so that a tori-run
+// killed at any moment leaves enough behind for the next one to clean up.
+type instanceRecord struct {
+	ID         string    `json:"id"`
+	Capsule    string    `json:"capsule"`
+	Release    string    `json:"release"`
+	BuildSHA   string    `json:"build_sha,omitempty"`
+	CgroupPath string    `json:"cgroup_path"`
+	StateRoot  string    `json:"state_root"`
+	Created    time.Time `json:"created"`
+}
+
+// Options configure where instances live and how they are made.
+type Options struct {
+	Root         string // TORI_ROOT: releases/, instances/
+	RunDir       string // /run/tori: libcontainer state
+	CgroupParent string // "" = under tori-run's own cgroup
+	Binary       string // tori-run's binary, bound into the capsule; "" = os.Executable()
+	Slice        string // a systemd .slice file overriding resources:
+	Log          zerolog.Logger
+}
+
+func (o *Options) stateRoot() string { return filepath.Join(o.RunDir, "containers") }
+
+// Instance is one running capsule: its container, cgroups and mounts.
+type Instance struct {
+	ID       string
+	Manifest *specs.Manifest
+	Release  string
+	BuildSHA string
+	Log      zerolog.Logger
+
+	paths     instancePaths
+	opts      Options
+	lock      *flock.Flock
+	host      *cgroups.Host
+	group     *cgroups.Group // the capsule's cgroup
+	initGroup *cgroups.Group
+	container *libcontainer.Container
+	initProc  *libcontainer.Process
+	listener  *net.UnixListener
+	services  map[string]*cgroups.Group
+}
+
+// Target is a resolved capsule: its manifest and app layers.
+type Target struct {
+	Manifest *specs.Manifest
+	AppDir   string
+	Release  string
+	BuildSHA string
+}
+
+func newID(name string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return name + "-" + hex.EncodeToString(b)
+}
+
+// Create sets up a capsule instance and starts its init: cgroups with the
+// capsule's limits, the app's overlay, the container. On any error
+// everything created so far is removed.
+func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
+	if o.Binary == "" {
+		if o.Binary, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	m := t.Manifest
+	id := newID(m.Name)
+	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o,
+		services: map[string]*cgroups.Group{}}
+	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Logger()
+	if err := checkVolumes(m); err != nil {
+		return nil, err
+	}
+	if err := overlayReady(); err != nil {
+		return nil, err
+	}
+	if i.host, err = cgroups.Detect(); err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	if err := cgroups.EnsureDelegation(i.host); err != nil {
+		return nil, err
+	}
+	if err := SweepStale(ctx, o); err != nil {
+		i.Log.Warn().Err(err).Msg("cleaning up after an earlier instance")
+	}
+	defer func() {
+		if err != nil {
+			if cerr := i.Destroy(context.WithoutCancel(ctx)); cerr != nil {
+				i.Log.Error().Err(cerr).Msg("cleaning up the failed start")
+			}
+		}
+	}()
+	if err := i.createDirs(); err != nil {
+		return i, err
+	}
+	if err := i.createCgroups(); err != nil {
+		return i, err
+	}
+	if err := i.mountApp(t.AppDir); err != nil {
+		return i, err
+	}
+	if err := i.startContainer(); err != nil {
+		return i, err
+	}
+	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
+	return i, nil
+}
+
+func (i *Instance) createDirs() error {
+	p := i.paths
+	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("instance %s: %w", i.ID, err)
+		}
+	}
+	i.lock = flock.New(p.Lock)
+	if ok, err := i.lock.TryLock(); err != nil || !ok {
+		return fmt.Errorf("instance %s: cannot lock %s: %v", i.ID, p.Lock, err)
+	}
+	rec := instanceRecord{ID: i.ID, Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: i.BuildSHA,
+		CgroupPath: i.cgroupName(), StateRoot: i.opts.stateRoot(), Created: time.Now().UTC()}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if err := writeFileSync(p.Record, b); err != nil {
+		return err
+	}
+	// The release store reads this to know the release is in use (gc keeps it).
+	if i.Release != "" && i.Release != "unreleased" {
+		if err := writeFileSync(filepath.Join(p.Dir, "release"), []byte(i.Release+"\n")); err != nil {
+			return err
+		}
+	}
+	return prepareRootfs(p.Rootfs, i.Manifest)
+}
+
+func (i *Instance) cgroupName() string {
+	if i.opts.CgroupParent != "" {
+		return filepath.Join(i.opts.CgroupParent, i.ID)
+	}
+	return filepath.Join("tori", i.ID)
+}
+
+func (i *Instance) createCgroups() error {
+	res := i.Manifest.Resources
+	if i.opts.Slice != "" {
+		over, err := specs.LoadSlice(i.opts.Slice)
+		if err != nil {
+			return err
+		}
+		res = res.Override(over)
+	}
+	g, unenforced, err := cgroups.Create(i.host, "", i.cgroupName(), toCgroupResources(res))
+	if err != nil {
+		return fmt.Errorf("capsule cgroup: %w", err)
+	}
+	i.group = g
+	for _, u := range unenforced {
+		i.Log.Warn().Str("limit", u).Msg("limit not enforced on this host")
+	}
+	return nil
+}
+
+func (i *Instance) mountApp(appDir string) error {
+	l := overlay.Layers{Lower: []string{appDir}}
+	if !i.Manifest.ReadOnly {
+		l.Upper, l.Work = i.paths.Upper, i.paths.Work
+	}
+	if err := overlay.Mount(l, i.paths.App); err != nil {
+		return fmt.Errorf("mounting the app: %w", err)
+	}
+	return nil
+}
+
+func (i *Instance) startContainer() error {
+	spec, err := buildSpec(specInput{
+		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, RunDir: i.paths.Run,
+		Binary: i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
+		Env: []string{"PATH=" + capsulePath},
+	})
+	if err != nil {
+		return err
+	}
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec, NoPivotRoot: os.Getenv("TORI_NO_PIVOT_ROOT") == "1"})
+	if err != nil {
+		return fmt.Errorf("container config: %w", err)
+	}
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("init socket: %w", err)
+	}
+	i.listener = l
+	lf, err := l.File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	c, err := libcontainer.Create(i.opts.stateRoot(), i.ID, cfg)
+	if err != nil {
+		return fmt.Errorf("creating container %s: %w", i.ID, err)
+	}
+	i.container = c
+	p := &libcontainer.Process{
+		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
+		NoNewPrivileges: &spec.Process.NoNewPrivileges,
+		Capabilities:    &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps},
+		ExtraFiles:      []*os.File{lf},
+		Stdout:          os.Stderr, Stderr: os.Stderr,
+	}
+	if err := c.Run(p); err != nil {
+		return fmt.Errorf("starting the capsule's init: %w", err)
+	}
+	i.initProc = p
+	// The init leaves the capsule's cgroup for a leaf of its own, so that on
+	// cgroup v2 the capsule's cgroup holds no processes and can enable
+	// controllers for the services' cgroups.
+	ig, _, err := i.group.Child("init", cgroups.Resources{})
+	if err != nil {
+		return fmt.Errorf("init cgroup: %w", err)
+	}
+	i.initGroup = ig
+	pid, err := p.Pid()
+	if err != nil {
+		return err
+	}
+	if err := ig.MoveProcess(pid); err != nil {
+		return fmt.Errorf("moving the init into its cgroup: %w", err)
+	}
+	return nil
+}
+
+func (i *Instance) initPID() int {
+	if i.initProc == nil {
+		return 0
+	}
+	pid, _ := i.initProc.Pid()
+	return pid
+}
+
+// Destroy ends the instance and removes everything it made: processes,
+// container state, cgroups, mounts and its folder. It is safe to call on a
+// half-made instance and more than once.
+func (i *Instance) Destroy(ctx context.Context) error {
+	var errs []error
+	if i.listener != nil {
+		_ = i.listener.Close()
+	}
+	if i.container != nil {
+		errs = append(errs, destroyContainer(i.container))
+	}
+	if i.group != nil {
+		errs = append(errs, i.removeGroup(i.group))
+	}
+	errs = append(errs, overlay.UnmountAll(i.paths.Dir))
+	if err := overlay.RemoveUnmounted(i.paths.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	if i.lock != nil {
+		_ = i.lock.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// destroyContainer kills the init (the kernel then kills everything in its
+// PID namespace), waits for it and removes libcontainer's state.
+func destroyContainer(c *libcontainer.Container) error {
+	if st, err := c.Status(); err == nil && st != libcontainer.Stopped {
+		_ = c.Signal(unix.SIGKILL)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if st, err := c.Status(); err != nil || st == libcontainer.Stopped {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err := c.Destroy(); err != nil {
+		return fmt.Errorf("destroying container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// removeGroup kills and removes a capsule's cgroup, then the default
+// "tori" parent when no other instance uses it (rmdir refuses while it has
+// children, which is exactly the test). A --cgroup-parent is the operator's
+// and stays.
+func (i *Instance) removeGroup(g *cgroups.Group) error {
+	return killAndRemove(g, i.opts.CgroupParent == "")
+}
+
+func killAndRemove(g *cgroups.Group, removeParent bool) error {
+	dirs := g.Dirs()
+	if err := g.Kill(); err != nil {
+		return err
+	}
+	if err := g.Destroy(); err != nil {
+		return err
+	}
+	if removeParent {
+		for _, d := range dirs {
+			_ = os.Remove(filepath.Dir(d)) // fails while other instances live there
+		}
+	}
+	return nil
+}
+
+// SweepStale removes instances whose tori-run is gone (their lock is free):
+// it kills what is left of them and removes their cgroups, mounts and files.
+func SweepStale(ctx context.Context, o Options) error {
+	dirs, err := filepath.Glob(filepath.Join(o.Root, "instances", "*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		lock := flock.New(filepath.Join(dir, "lock"))
+		ok, err := lock.TryLock()
+		if err != nil || !ok {
+			continue // alive, or not ours to judge
+		}
+		err = sweepOne(dir, o)
+		_ = lock.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("stale instance %s: %w", filepath.Base(dir), err))
+		} else {
+			o.Log.Info().Str("instance", filepath.Base(dir)).Msg("cleaned up an instance left by a tori-run that ended")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sweepOne(dir string, o Options) error {
+	var errs []error
+	var rec instanceRecord
+	if b, err := os.ReadFile(filepath.Join(dir, "instance.json")); err == nil && json.Unmarshal(b, &rec) == nil {
+		if c, err := libcontainer.Load(rec.StateRoot, rec.ID); err == nil {
+			errs = append(errs, destroyContainer(c))
+		}
+		if h, err := cgroups.Detect(); err == nil {
+			if g, err := cgroups.Load(h, rec.CgroupPath); err == nil {
+				errs = append(errs, killAndRemove(g, filepath.Dir(rec.CgroupPath) == "tori"))
+			} else if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, overlay.UnmountAll(dir))
+	if err := overlay.RemoveUnmounted(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkVolumes(m *specs.Manifest) error {
+	for _, v := range m.Volumes {
+		fi, err := os.Stat(v.Host)
+		if err != nil {
+			return fmt.Errorf("volume %s:%s: the host path %s does not exist; create it or fix volumes: in %s", v.Host, v.Capsule, v.Host, m.Source)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("volume %s:%s: the host path %s is not a folder", v.Host, v.Capsule, v.Host)
+		}
+	}
+	return nil
+}
+
+func overlayReady() error {
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), "\toverlay\n") {
+		return fmt.Errorf("this kernel has no OverlayFS (not in /proc/filesystems): load it with modprobe overlay; tori-run validate --host checks the host")
+	}
+	return nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func toCgroupResources(r specs.Resources) cgroups.Resources {
+	var out cgroups.Resources
+	if r.CPUQuota != nil {
+		v := float64(*r.CPUQuota)
+		out.CPUQuotaPercent = &v
+	}
+	out.CPUWeight = r.CPUWeight
+	out.IOWeight = r.IOWeight
+	size := func(s *specs.Size) *int64 {
+		if s == nil {
+			return nil
+		}
+		v := int64(-1)
+		if !s.Infinity {
+			v = int64(s.Bytes)
+		}
+		return &v
+	}
+	out.MemoryMax, out.MemoryHigh = size(r.MemoryMax), size(r.MemoryHigh)
+	if r.TasksMax != nil {
+		v := int64(-1)
+		if !r.TasksMax.Infinity {
+			v = int64(r.TasksMax.N)
+		}
+		out.TasksMax = &v
+	}
+	if r.AllowedCPUs != nil {
+		out.AllowedCPUs = r.AllowedCPUs.String()
+	}
+	return out
+}

@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/tori-run/tori-run/runtime"
@@ -13,12 +12,13 @@ import (
 
 // The test binary is also the capsules' init (it is bound into them as
 // /.tori/tori-run) and their workloads: "workload NAME ARGS" runs one.
-func TestMain(m *testing.M) {
+// MaybeInit runs from init: only there is the main goroutine sure to be on
+// the process's main thread, which it must keep for the whole run.
+func init() {
 	runtime.MaybeInit()
 	if len(os.Args) > 2 && os.Args[1] == "workload" {
 		os.Exit(workload(os.Args[2], os.Args[3:]))
 	}
-	os.Exit(m.Run())
 }
 
 func workload(name string, args []string) int {

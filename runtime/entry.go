@@ -20,11 +20,12 @@ import (
 //     container's process;
 //   - InitCommand: that process, tori-run's init, PID 1 of a capsule.
 //
-// Tests that start capsules call it from TestMain, since there the test
-// binary is /proc/self/exe.
+// Tests that start capsules call it too, since there the test binary is
+// /proc/self/exe.
 //
-// It must be called on the main goroutine: when it returns, that goroutine
-// stays locked to the main thread for the life of the process. libcontainer
+// It must be called from an init function: only during init is the main
+// goroutine sure to run on the process's main thread, and when MaybeInit
+// returns that goroutine stays locked to it for the life of the process. libcontainer
 // joins a container's mount namespace on a locked thread and lets Go discard
 // the thread when the goroutine ends; Go cannot discard the main thread, so
 // if such a goroutine ran there the main thread would stay in the dead

@@ -287,3 +287,19 @@ func TestExecFailureIsPermanent(t *testing.T) {
 		t.Fatalf("error %#v, want a permanent ENOENT start error", err)
 	}
 }
+
+// TestFastExitingServices: a service that exits at once is still reported as
+// started, then exited (the init answers before it can report the exit).
+func TestFastExitingServices(t *testing.T) {
+	requireRoot(t)
+	inst := start(t, capsule(t, "services:\n  quick:\n    command: "+wl+"sleep 0\n"), options(t))
+	for i := 0; i < 30; i++ {
+		s, err := inst.StartService(context.Background(), "quick", os.Stderr, os.Stderr)
+		if err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		if info := wait(t, s); info.Code != 0 || info.Signal != 0 {
+			t.Fatalf("run %d: %s", i, info.Reason())
+		}
+	}
+}

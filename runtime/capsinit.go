@@ -134,8 +134,7 @@ func (s *initServer) handle(c *net.UnixConn) {
 	}
 	switch req.Op {
 	case "start":
-		pid, pidfd, err := s.start(&req, files, c)
-		if err != nil {
+		if err := s.start(&req, files, c); err != nil {
 			rep := initReply{Error: err.Error()}
 			var errno syscall.Errno
 			if errors.As(err, &errno) {
@@ -143,10 +142,7 @@ func (s *initServer) handle(c *net.UnixConn) {
 			}
 			_ = writeMsg(c, rep, nil)
 			_ = c.Close()
-			return
 		}
-		_ = writeMsg(c, initReply{OK: true, Pid: pid}, []int{pidfd})
-		_ = unix.Close(pidfd)
 	case "shutdown":
 		_ = writeMsg(c, initReply{OK: true}, nil)
 		os.Exit(0)
@@ -156,11 +152,13 @@ func (s *initServer) handle(c *net.UnixConn) {
 	}
 }
 
-// start forks and execs a service, born in its cgroup, and returns its pid
-// and a pidfd for the host.
-func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) (int, int, error) {
+// start forks and execs a service, born in its cgroup, and answers on c
+// with its pid and a pidfd. The answer is written before the reaper can
+// see the child (s.mu is held throughout), so the host always reads the
+// answer before the exit message, even for a service that exits at once.
+func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) error {
 	if len(req.Args) == 0 || len(files) < 2 {
-		return 0, -1, fmt.Errorf("start %s: expected args and at least stdout and stderr files", req.Service)
+		return fmt.Errorf("start %s: expected args and at least stdout and stderr files", req.Service)
 	}
 	path := req.Args[0]
 	switch {
@@ -170,13 +168,13 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	default:
 		lp, err := lookPathIn(path, envValue(req.Env, "PATH"))
 		if err != nil {
-			return 0, -1, fmt.Errorf("%s: %w", path, unix.ENOENT)
+			return fmt.Errorf("%s: %w", path, unix.ENOENT)
 		}
 		path = lp
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, -1, err
+		return err
 	}
 	defer devnull.Close()
 	pidfd := -1
@@ -193,12 +191,14 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	if err := cgroups.StartIn(req.CgroupVersion, files[2:], cmd); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			return 0, -1, fmt.Errorf("exec %s: %w", path, pe.Err)
+			return fmt.Errorf("exec %s: %w", path, pe.Err)
 		}
-		return 0, -1, err
+		return err
 	}
 	s.procs[cmd.Process.Pid] = &initProc{service: req.Service, conn: c}
-	return cmd.Process.Pid, pidfd, nil
+	_ = writeMsg(c, initReply{OK: true, Pid: cmd.Process.Pid}, []int{pidfd})
+	_ = unix.Close(pidfd)
+	return nil
 }
 
 // reap collects every child that has ended: services (whose host is told)

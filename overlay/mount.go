@@ -24,6 +24,10 @@ type Layers struct {
 	Lower []string
 	Upper string
 	Work  string
+	// Volatile skips the syncs of the upper layer (Linux 5.10+): for a
+	// scratch layer that is discarded, unmounting need not flush the
+	// whole upper filesystem. A kernel without it mounts without.
+	Volatile bool
 }
 
 // maxMountData is the kernel's limit on mount(2)'s data: one page, with the
@@ -52,7 +56,12 @@ func Mount(l Layers, target string) error {
 	}
 	data := options(l, "")
 	if len(data) <= maxMountData {
-		return mountErr("overlay", target, "overlay", 0, data)
+		err := mountErr("overlay", target, "overlay", 0, data)
+		if err != nil && l.Volatile && errors.Is(err, unix.EINVAL) {
+			l.Volatile = false // an older kernel: no volatile option
+			return mountErr("overlay", target, "overlay", 0, options(l, ""))
+		}
+		return err
 	}
 	dir := commonParent(append(append([]string{}, l.Lower...), l.Upper, l.Work))
 	data = options(l, dir)
@@ -83,6 +92,9 @@ func options(l Layers, dir string) string {
 	data := "lowerdir=" + strings.Join(lowers, ":")
 	if l.Upper != "" {
 		data += ",upperdir=" + rel(l.Upper) + ",workdir=" + rel(l.Work)
+		if l.Volatile {
+			data += ",volatile"
+		}
 	}
 	return data
 }

@@ -46,10 +46,13 @@ func TestMountStackWithScratch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := Mount(Layers{Lower: lowers, Upper: upper, Work: work}, target); err != nil {
+	if err := Mount(Layers{Lower: lowers, Upper: upper, Work: work, Volatile: true}, target); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = UnmountAll(dir); assertNoMounts(t, dir) })
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); !strings.Contains(string(mi), "volatile") {
+		t.Errorf("the scratch layer is not mounted volatile")
+	}
 	if b, _ := os.ReadFile(filepath.Join(target, "shared")); string(b) != "0" {
 		t.Errorf("top layer must win: shared = %q", b)
 	}

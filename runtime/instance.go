@@ -173,13 +173,17 @@ func (i *Instance) createDirs() error {
 	}
 	rec := instanceRecord{ID: i.ID, Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: i.BuildSHA,
 		CgroupPath: i.cgroupName(), StateRoot: i.opts.stateRoot(), Created: time.Now().UTC()}
+	// Written, not synced: the record serves a later tori-run after this one
+	// died, which the page cache survives; a reboot takes the instance's
+	// processes, cgroups and mounts with it, and the sweep removes a folder
+	// without a record all the same.
 	b, _ := json.MarshalIndent(rec, "", "  ")
-	if err := writeFileSync(p.Record, b); err != nil {
+	if err := os.WriteFile(p.Record, b, 0o600); err != nil {
 		return err
 	}
 	// The release store reads this to know the release is in use (gc keeps it).
 	if i.Release != "" && i.Release != "unreleased" {
-		if err := writeFileSync(filepath.Join(p.Dir, "release"), []byte(i.Release+"\n")); err != nil {
+		if err := os.WriteFile(filepath.Join(p.Dir, "release"), []byte(i.Release+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -216,7 +220,9 @@ func (i *Instance) createCgroups() error {
 func (i *Instance) mountApp(appDir string) error {
 	l := overlay.Layers{Lower: []string{appDir}}
 	if !i.Manifest.ReadOnly {
-		l.Upper, l.Work = i.paths.Upper, i.paths.Work
+		// The scratch layer is thrown away at stop: volatile spares the
+		// sync of the whole upper filesystem that unmounting would do.
+		l.Upper, l.Work, l.Volatile = i.paths.Upper, i.paths.Work, true
 	}
 	if err := overlay.Mount(l, i.paths.App); err != nil {
 		return fmt.Errorf("mounting the app: %w", err)
@@ -263,9 +269,16 @@ func (i *Instance) startContainer() error {
 		return fmt.Errorf("starting the capsule's init: %w", err)
 	}
 	i.initProc = p
-	// The init leaves the capsule's cgroup for a leaf of its own, so that on
-	// cgroup v2 the capsule's cgroup holds no processes and can enable
-	// controllers for the services' cgroups.
+	if i.host.Mode != cgroups.Unified {
+		// v1 has no "no internal processes" rule: the init stays in the
+		// capsule's cgroup, and a move (which costs an RCU grace period on
+		// v1) is saved.
+		return nil
+	}
+	// On v2 the init leaves the capsule's cgroup for a leaf of its own, so
+	// that the capsule's cgroup holds no processes and can enable controllers
+	// for the services' cgroups. The cgroup namespace stays rooted at the
+	// capsule's cgroup, so the init may start services in their leaves.
 	ig, _, err := i.group.Child("init", cgroups.Resources{})
 	if err != nil {
 		return fmt.Errorf("init cgroup: %w", err)
@@ -298,7 +311,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 		_ = i.listener.Close()
 	}
 	if i.container != nil {
-		errs = append(errs, destroyContainer(i.container))
+		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
@@ -314,16 +327,27 @@ func (i *Instance) Destroy(ctx context.Context) error {
 }
 
 // destroyContainer kills the init (the kernel then kills everything in its
-// PID namespace), waits for it and removes libcontainer's state.
-func destroyContainer(c *libcontainer.Container) error {
+// PID namespace), waits for it and removes libcontainer's state. With the
+// init's Process (we started it) the wait is on the process itself;
+// without (an instance left by another tori-run) the status is polled.
+func destroyContainer(c *libcontainer.Container, p *libcontainer.Process) error {
 	if st, err := c.Status(); err == nil && st != libcontainer.Stopped {
 		_ = c.Signal(unix.SIGKILL)
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			if st, err := c.Status(); err != nil || st == libcontainer.Stopped {
-				break
+		if p != nil {
+			done := make(chan struct{})
+			go func() { _, _ = p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
 			}
-			time.Sleep(5 * time.Millisecond)
+		} else {
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				if st, err := c.Status(); err != nil || st == libcontainer.Stopped {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 		}
 	}
 	if err := c.Destroy(); err != nil {
@@ -386,7 +410,7 @@ func sweepOne(dir string, o Options) error {
 	var rec instanceRecord
 	if b, err := os.ReadFile(filepath.Join(dir, "instance.json")); err == nil && json.Unmarshal(b, &rec) == nil {
 		if c, err := libcontainer.Load(rec.StateRoot, rec.ID); err == nil {
-			errs = append(errs, destroyContainer(c))
+			errs = append(errs, destroyContainer(c, nil))
 		}
 		if h, err := cgroups.Detect(); err == nil {
 			if g, err := cgroups.Load(h, rec.CgroupPath); err == nil {
@@ -425,22 +449,6 @@ func overlayReady() error {
 		return fmt.Errorf("this kernel has no OverlayFS (not in /proc/filesystems): load it with modprobe overlay; tori-run validate --host checks the host")
 	}
 	return nil
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func toCgroupResources(r specs.Resources) cgroups.Resources {

@@ -283,7 +283,7 @@ func TestExecFailureIsPermanent(t *testing.T) {
 	inst := start(t, capsule(t, "services:\n  a: { command: /nonexistent-program }\n"), options(t))
 	_, err := inst.StartService(context.Background(), "a", os.Stderr, os.Stderr)
 	var se *runtime.StartError
-	if !errors.As(err, &se) || !se.Permanent || se.Errno != "ENOENT" {
+	if !errors.As(err, &se) || !se.Perm || se.Errno != "ENOENT" {
 		t.Fatalf("error %#v, want a permanent ENOENT start error", err)
 	}
 }

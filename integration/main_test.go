@@ -57,6 +57,20 @@ func workload(name string, args []string) int {
 			x++
 		}
 		fmt.Println("spun", x > 0)
+	case "exit": // exit with status n
+		return n
+	case "dial": // connect to the Unix socket args[0]
+		return dial(args[0])
+	case "daemon": // tori-run daemon: root, run dir, socket
+		return daemonMain(args[0], args[1], args[2])
+	case "ready-after": // wait n ms, then create /tmp/db-ready and sleep
+		time.Sleep(time.Duration(n) * time.Millisecond)
+		_ = os.WriteFile("/tmp/db-ready", nil, 0o644)
+		time.Sleep(time.Hour)
+	case "exists": // exit 0 if args[0] exists, else 1
+		if _, err := os.Stat(args[0]); err != nil {
+			return 1
+		}
 	case "sleep":
 		time.Sleep(time.Duration(n) * time.Second)
 	case "write": // write a file in /app and report whether other folders are writable

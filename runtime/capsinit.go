@@ -45,9 +45,21 @@ type initRequest struct {
 	Dir     string   `json:"dir,omitempty"`
 	UID     uint32   `json:"uid,omitempty"`
 	GID     uint32   `json:"gid,omitempty"`
-	// CgroupVersion says how to use the cgroup files that follow stdout and
-	// stderr (cgroups.StartIn).
+	// Keep is how many files after stdout and stderr the init keeps while
+	// the service lives: read ends of its output pipes, so that the pipes
+	// outlive a dead tori-run and a new one can take them (adopt).
+	Keep int `json:"keep,omitempty"`
+	// CgroupVersion says how to use the cgroup files that follow
+	// (cgroups.StartIn).
 	CgroupVersion int `json:"cgroup_version,omitempty"`
+}
+
+// adoptedProc is one service in the answer to "adopt"; its pidfd and kept
+// files travel with it.
+type adoptedProc struct {
+	Service string `json:"service"`
+	Pid     int    `json:"pid"`
+	Keep    int    `json:"keep"`
 }
 
 type initReply struct {
@@ -103,6 +115,8 @@ type initServer struct {
 type initProc struct {
 	service string
 	conn    *net.UnixConn
+	keep    []*os.File // kept while the service lives (initRequest.Keep)
+	shared  bool       // conn carries the exits of several services (adopt)
 }
 
 func (s *initServer) serve(l *net.UnixListener) {
@@ -143,6 +157,8 @@ func (s *initServer) handle(c *net.UnixConn) {
 			_ = writeMsg(c, rep, nil)
 			_ = c.Close()
 		}
+	case "adopt":
+		s.adopt(c)
 	case "shutdown":
 		_ = writeMsg(c, initReply{OK: true}, nil)
 		os.Exit(0)
@@ -157,8 +173,8 @@ func (s *initServer) handle(c *net.UnixConn) {
 // see the child (s.mu is held throughout), so the host always reads the
 // answer before the exit message, even for a service that exits at once.
 func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) error {
-	if len(req.Args) == 0 || len(files) < 2 {
-		return fmt.Errorf("start %s: expected args and at least stdout and stderr files", req.Service)
+	if len(req.Args) == 0 || len(files) < 2+req.Keep {
+		return fmt.Errorf("start %s: expected args, stdout, stderr and %d kept files", req.Service, req.Keep)
 	}
 	path := req.Args[0]
 	switch {
@@ -188,14 +204,18 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := cgroups.StartIn(req.CgroupVersion, files[2:], cmd); err != nil {
+	if err := cgroups.StartIn(req.CgroupVersion, files[2+req.Keep:], cmd); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("exec %s: %w", path, pe.Err)
 		}
 		return err
 	}
-	s.procs[cmd.Process.Pid] = &initProc{service: req.Service, conn: c}
+	keep := append([]*os.File(nil), files[2:2+req.Keep]...)
+	for i := 2; i < 2+req.Keep; i++ {
+		files[i] = nil // ours now, not closed with the request's
+	}
+	s.procs[cmd.Process.Pid] = &initProc{service: req.Service, conn: c, keep: keep}
 	_ = writeMsg(c, initReply{OK: true, Pid: cmd.Process.Pid}, []int{pidfd})
 	_ = unix.Close(pidfd)
 	return nil
@@ -224,11 +244,42 @@ func (s *initServer) reap() {
 		case ws.Signaled():
 			ex.Signal, ex.Code, ex.Core = int(ws.Signal()), 128+int(ws.Signal()), ws.CoreDump()
 		}
-		go func(c *net.UnixConn) {
-			_ = writeMsg(c, ex, nil)
-			_ = c.Close()
-		}(p.conn)
+		closeFiles(p.keep)
+		go func(c *net.UnixConn, shared bool) {
+			_ = writeMsg(c, ex, nil) // fails if that tori-run is gone: the next one adopts what lives
+			if !shared {
+				_ = c.Close()
+			}
+		}(p.conn, p.shared)
 	}
+}
+
+// adopt hands every live service to the tori-run on c: one packet per
+// service with a new pidfd and the kept files, then an empty one; from then
+// on their exits are reported on c, which stays open.
+func (s *initServer) adopt(c *net.UnixConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pid, p := range s.procs {
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // the reaper will have it
+		}
+		fds := []int{pidfd}
+		for _, f := range p.keep {
+			fds = append(fds, int(f.Fd()))
+		}
+		err = writeMsg(c, adoptedProc{Service: p.service, Pid: pid, Keep: len(p.keep)}, fds)
+		_ = unix.Close(pidfd)
+		if err != nil {
+			return
+		}
+		if p.conn != nil && !p.shared {
+			_ = p.conn.Close()
+		}
+		p.conn, p.shared = c, true
+	}
+	_ = writeMsg(c, adoptedProc{}, nil)
 }
 
 func (s *initServer) forward(sig syscall.Signal) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,7 +61,16 @@ type instanceRecord struct {
 	CgroupPath string    `json:"cgroup_path"`
 	StateRoot  string    `json:"state_root"`
 	Created    time.Time `json:"created"`
+	// Owner is OwnerRun (a foreground tori-run run: swept when it is gone)
+	// or OwnerDaemon (re-adopted by the next daemon, never swept by a run).
+	Owner string `json:"owner"`
 }
+
+// Instance owners.
+const (
+	OwnerRun    = "run"
+	OwnerDaemon = "daemon"
+)
 
 // Options configure where instances live and how they are made.
 type Options struct {
@@ -70,6 +80,8 @@ type Options struct {
 	Binary       string // tori-run's binary, bound into the capsule; "" = os.Executable()
 	Slice        string // a systemd .slice file overriding resources:
 	Log          zerolog.Logger
+	// Owner marks the instances made: OwnerRun (default) or OwnerDaemon.
+	Owner string
 }
 
 func (o *Options) stateRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -171,8 +183,12 @@ func (i *Instance) createDirs() error {
 	if ok, err := i.lock.TryLock(); err != nil || !ok {
 		return fmt.Errorf("instance %s: cannot lock %s: %v", i.ID, p.Lock, err)
 	}
+	owner := i.opts.Owner
+	if owner == "" {
+		owner = OwnerRun
+	}
 	rec := instanceRecord{ID: i.ID, Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: i.BuildSHA,
-		CgroupPath: i.cgroupName(), StateRoot: i.opts.stateRoot(), Created: time.Now().UTC()}
+		CgroupPath: i.cgroupName(), StateRoot: i.opts.stateRoot(), Created: time.Now().UTC(), Owner: owner}
 	// Written, not synced: the record serves a later tori-run after this one
 	// died, which the page cache survives; a reboot takes the instance's
 	// processes, cgroups and mounts with it, and the sweep removes a folder
@@ -253,6 +269,14 @@ func (i *Instance) startContainer() error {
 		return err
 	}
 	defer lf.Close()
+	// The init outlives this tori-run when it dies (that is the point), so
+	// it must not hold tori-run's own stderr, which may be a pipe someone
+	// waits on: its few lines go to a file of the instance.
+	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer initLog.Close()
 	c, err := libcontainer.Create(i.opts.stateRoot(), i.ID, cfg)
 	if err != nil {
 		return fmt.Errorf("creating container %s: %w", i.ID, err)
@@ -263,7 +287,7 @@ func (i *Instance) startContainer() error {
 		NoNewPrivileges: &spec.Process.NoNewPrivileges,
 		Capabilities:    &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps},
 		ExtraFiles:      []*os.File{lf},
-		Stdout:          os.Stderr, Stderr: os.Stderr,
+		Stdout:          initLog, Stderr: initLog,
 	}
 	if err := c.Run(p); err != nil {
 		return fmt.Errorf("starting the capsule's init: %w", err)
@@ -374,21 +398,42 @@ func killAndRemove(g *cgroups.Group, removeParent bool) error {
 	}
 	if removeParent {
 		for _, d := range dirs {
-			_ = os.Remove(filepath.Dir(d)) // fails while other instances live there
+			removeIfEmpty(filepath.Dir(d))
 		}
 	}
 	return nil
 }
 
+// removeIfEmpty removes an empty cgroup folder. ENOTEMPTY (another
+// instance lives there) leaves it; EBUSY is retried a few times, since on
+// cgroup v1 a removed child is torn down asynchronously.
+func removeIfEmpty(dir string) {
+	for range 20 {
+		err := unix.Rmdir(dir)
+		if !errors.Is(err, unix.EBUSY) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // SweepStale removes instances whose tori-run is gone (their lock is free):
 // it kills what is left of them and removes their cgroups, mounts and files.
-func SweepStale(ctx context.Context, o Options) error {
+// Instances a daemon made are left for the next daemon to re-adopt, unless
+// owners includes OwnerDaemon.
+func SweepStale(ctx context.Context, o Options, owners ...string) error {
+	if len(owners) == 0 {
+		owners = []string{OwnerRun}
+	}
 	dirs, err := filepath.Glob(filepath.Join(o.Root, "instances", "*"))
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, dir := range dirs {
+		if rec, err := readRecord(dir); err == nil && !slices.Contains(owners, rec.Owner) {
+			continue
+		}
 		lock := flock.New(filepath.Join(dir, "lock"))
 		ok, err := lock.TryLock()
 		if err != nil || !ok {
@@ -405,10 +450,24 @@ func SweepStale(ctx context.Context, o Options) error {
 	return errors.Join(errs...)
 }
 
+func readRecord(dir string) (*instanceRecord, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "instance.json"))
+	if err != nil {
+		return nil, err
+	}
+	var rec instanceRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "instance.json"), err)
+	}
+	if rec.Owner == "" {
+		rec.Owner = OwnerRun
+	}
+	return &rec, nil
+}
+
 func sweepOne(dir string, o Options) error {
 	var errs []error
-	var rec instanceRecord
-	if b, err := os.ReadFile(filepath.Join(dir, "instance.json")); err == nil && json.Unmarshal(b, &rec) == nil {
+	if rec, err := readRecord(dir); err == nil {
 		if c, err := libcontainer.Load(rec.StateRoot, rec.ID); err == nil {
 			errs = append(errs, destroyContainer(c, nil))
 		}

@@ -1,19 +1,18 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/supervisor"
 )
 
 // Resolve finds what to run: a capsule.yml (its folder is the app), an app
@@ -71,35 +70,71 @@ func checkLayers(m *specs.Manifest) error {
 	return fmt.Errorf("%s: layers %v: only the host layer is supported so far; rootfs layers are not installed by this version", m.Source, m.Layers)
 }
 
-// ServiceResult is how one service of a run ended.
-type ServiceResult struct {
-	Name     string
-	Exit     ExitInfo
-	StartErr error
-	Stopped  bool // stopped by tori-run (signal, timeout, kill), not on its own
-}
-
-// RunResult is what a foreground run did.
+// RunResult is what a foreground run did: how each service stands at the
+// end, as the supervisor saw it.
 type RunResult struct {
-	Services []ServiceResult
+	Services []supervisor.ServiceStatus
 	Signaled bool // the run was asked to stop
 }
 
-// OK says whether the run ended as asked: every service started, and each
-// either was stopped by tori-run or exited 0 on its own, none OOM-killed.
+// OK says whether the run ended as asked: no service failed, none was
+// OOM-killed, and unless the run was stopped on request every service
+// exited cleanly.
 func (r *RunResult) OK() bool {
 	for _, s := range r.Services {
-		if s.StartErr != nil || s.Exit.OOMKilled || (!s.Stopped && s.Exit.Code != 0) {
+		if s.State == supervisor.StateFailed || (s.LastExit != nil && s.LastExit.OOMKilled) {
+			return false
+		}
+		if !r.Signaled && s.LastExit != nil && (s.LastExit.Code != 0 || s.LastExit.Signal != 0) {
 			return false
 		}
 	}
 	return true
 }
 
-// Run runs a capsule in the foreground until ctx ends (SIGINT/SIGTERM) or
-// every service has exited, then stops what is left in reverse order and
-// removes the instance. Service output goes to out, line by line, prefixed
-// with the service's name.
+// Summary is a line per service saying how it ended.
+func (r *RunResult) Summary() string {
+	var b strings.Builder
+	for _, s := range r.Services {
+		fmt.Fprintf(&b, "%s: %s (%s)", s.Name, s.State, s.Reason)
+		if s.LastExit != nil {
+			fmt.Fprintf(&b, ", last exit: %s", s.LastExit)
+		}
+		if s.Restarts > 0 {
+			fmt.Fprintf(&b, ", %d restarts", s.Restarts)
+		}
+		if s.Message != "" {
+			fmt.Fprintf(&b, ": %s", s.Message)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// LogDir is where a capsule's service logs live: <root>/logs/<capsule>.
+func LogDir(root, capsule string) string { return filepath.Join(root, "logs", capsule) }
+
+// Supervise makes the supervisor of an instance's services: started
+// through the capsule's init, probed inside it, logged under LogDir.
+func (i *Instance) Supervise() (*supervisor.Supervisor, error) {
+	notify := filepath.Join(i.paths.Run, "notify")
+	if err := os.MkdirAll(notify, 0o700); err != nil {
+		return nil, err
+	}
+	return supervisor.New(supervisorConfigs(i.Manifest), capsuleRunner{i}, supervisor.Options{
+		Prober:    capsuleProber{i},
+		LogDir:    LogDir(i.opts.Root, i.Manifest.Name),
+		NotifyDir: notify,
+		StateDir:  filepath.Join(i.paths.Run, "supervisor"),
+		Log:       i.Log,
+	})
+}
+
+// Run runs a capsule in the foreground under the supervisor (restart
+// policies, probes, ordering, logs) until ctx ends (SIGINT/SIGTERM) or no
+// service runs any more, then stops the services in reverse order and
+// removes the instance. Service output is logged, and echoed to out line by
+// line, prefixed with the service's name.
 func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult, error) {
 	t, err := Resolve(ref, o)
 	if err != nil {
@@ -109,175 +144,100 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err != nil {
 		return nil, err
 	}
-	res := &RunResult{}
 	defer func() {
 		if derr := inst.Destroy(context.WithoutCancel(ctx)); derr != nil {
 			inst.Log.Error().Err(derr).Msg("removing the instance")
 		}
 	}()
-	order, err := StartOrder(t.Manifest)
+	sup, err := inst.Supervise()
 	if err != nil {
 		return nil, err
 	}
-	var (
-		running []*Service
-		outputs sync.WaitGroup
-		w       = &lineWriter{out: out}
-	)
-	for _, name := range order {
-		svc, err := startWithOutput(ctx, inst, name, w, &outputs)
-		if err != nil {
-			inst.Log.Error().Err(err).Str(FieldService, name).Msg("service did not start")
-			res.Services = append(res.Services, ServiceResult{Name: name, StartErr: err})
-			break
-		}
-		running = append(running, svc)
+	echo := echoLogs(ctx, LogDir(o.Root, t.Manifest.Name), t.Manifest, out)
+	sub := sup.Events()
+	defer sub.Close()
+	res := &RunResult{}
+	// The supervisor's own context means "shutting down: leave the services
+	// running" (what a daemon that will be re-adopted needs); a foreground
+	// run stops them itself below, so it gives one that is never cancelled.
+	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
+		inst.Log.Error().Err(err).Msg("starting the services")
 	}
-	results := waitAll(ctx, inst, running, res)
-	res.Services = append(results, res.Services...)
-	outputs.Wait()
+	for !allTerminal(sup.Status()) {
+		select {
+		case <-sub.C(): // the supervisor logs each transition itself
+			continue
+		case <-ctx.Done():
+			res.Signaled = true
+		}
+		break
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(t.Manifest))
+	defer cancel()
+	if err := sup.Stop(stopCtx); err != nil {
+		inst.Log.Error().Err(err).Msg("stopping the services")
+	}
+	sup.Wait()
+	echo()
+	res.Services = sup.Status()
 	return res, nil
 }
 
-// waitAll waits until ctx ends or every service has exited, then stops the
-// rest in reverse start order.
-func waitAll(ctx context.Context, inst *Instance, running []*Service, res *RunResult) []ServiceResult {
-	results := make([]ServiceResult, len(running))
-	left := len(running)
-	for i, s := range running {
-		results[i].Name = s.Name
-	}
-	cases := make(chan int, len(running))
-	for i, s := range running {
-		go func() { <-s.Done(); cases <- i }()
-	}
-	for left > 0 {
-		select {
-		case i := <-cases:
-			results[i].Exit = running[i].Exit()
-			left--
-			inst.Log.Info().Str(FieldService, running[i].Name).Str("reason", results[i].Exit.Reason()).Msg("service ended")
-		case <-ctx.Done():
-			res.Signaled = true
-			for i := len(running) - 1; i >= 0; i-- {
-				s := running[i]
-				select {
-				case <-s.Done():
-					continue
-				default:
-				}
-				inst.Log.Info().Str(FieldService, s.Name).Str("signal", inst.Manifest.Service(s.Name).StopSignal.Name).Msg("stopping service")
-				results[i].Exit = s.Stop(context.WithoutCancel(ctx), inst.Manifest.Service(s.Name))
-				results[i].Stopped = true
-			}
-			return results
+// allTerminal says whether no service runs or will run: each ended, failed
+// or was stopped (a service not yet started has not ended).
+func allTerminal(st []supervisor.ServiceStatus) bool {
+	for _, s := range st {
+		if !s.State.Terminal() || s.Reason == supervisor.ReasonNotStarted {
+			return false
 		}
 	}
-	return results
+	return true
 }
 
-func startWithOutput(ctx context.Context, inst *Instance, name string, w *lineWriter, wg *sync.WaitGroup) (*Service, error) {
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+// stopDeadline bounds a whole stop: every service's stop timeout in turn,
+// and some room for the tree kills.
+func stopDeadline(m *specs.Manifest) time.Duration {
+	d := 10 * time.Second
+	for _, s := range m.Services {
+		d += s.StopTimeout
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, err
-	}
-	svc, err := inst.StartService(ctx, name, outW, errW)
-	// The service holds its own copies now; ours would keep the pipes open.
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, err
-	}
-	for _, r := range []*os.File{outR, errR} {
+	return d
+}
+
+// echoLogs follows every service's log from now on and prints its lines to
+// out. The returned func stops following once what was written is printed.
+func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer) func() {
+	// Following ends when the run is done, not at the signal: the services'
+	// last lines come after it.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w := &lineWriter{out: out}
+	since := time.Now()
+	var wg sync.WaitGroup
+	for _, s := range m.Services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer r.Close()
-			w.copyLines(name, r)
+			_ = supervisor.ReadLogs(fctx, dir, s.Name, supervisor.ReadOptions{Since: since, Follow: true}, func(l supervisor.Line) error {
+				w.print(s.Name, l.Text)
+				return nil
+			})
 		}()
 	}
-	return svc, nil
+	return func() {
+		time.Sleep(50 * time.Millisecond) // the last lines reach the files just before the services end
+		cancel()
+		wg.Wait()
+	}
 }
 
 // lineWriter interleaves whole lines from several services.
 type lineWriter struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // guards out
 	out io.Writer
 }
 
-const maxLine = 64 << 10
-
-func (w *lineWriter) copyLines(name string, r io.Reader) {
-	br := bufio.NewReaderSize(r, maxLine)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			w.mu.Lock()
-			fmt.Fprintf(w.out, "%-14s | %s", name, line)
-			if line[len(line)-1] != '\n' {
-				fmt.Fprintln(w.out) // a long line is cut in pieces, an unterminated one ended
-			}
-			w.mu.Unlock()
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
-		}
-	}
-}
-
-// StartOrder orders services so that each comes after those it names in
-// after:, keeping the file's order otherwise.
-func StartOrder(m *specs.Manifest) ([]string, error) {
-	index := map[string]int{}
-	for i, s := range m.Services {
-		index[s.Name] = i
-	}
-	var out []string
-	done := map[string]bool{}
-	for len(out) < len(m.Services) {
-		var ready []string
-		for _, s := range m.Services {
-			if done[s.Name] {
-				continue
-			}
-			ok := true
-			for _, a := range s.After {
-				ok = ok && done[a]
-			}
-			if ok {
-				ready = append(ready, s.Name)
-			}
-		}
-		if len(ready) == 0 {
-			return nil, fmt.Errorf("%s: services cannot be ordered (a cycle in after:)", m.Source)
-		}
-		sort.Slice(ready, func(i, j int) bool { return index[ready[i]] < index[ready[j]] })
-		done[ready[0]] = true
-		out = append(out, ready[0])
-	}
-	return out, nil
-}
-
-// Summary is a few lines saying how each service of a run ended.
-func (r *RunResult) Summary() string {
-	var b strings.Builder
-	for _, s := range r.Services {
-		switch {
-		case s.StartErr != nil:
-			fmt.Fprintf(&b, "%s: did not start: %v\n", s.Name, s.StartErr)
-		case s.Stopped:
-			fmt.Fprintf(&b, "%s: stopped, %s\n", s.Name, s.Exit.Reason())
-		default:
-			fmt.Fprintf(&b, "%s: %s on its own\n", s.Name, s.Exit.Reason())
-		}
-	}
-	return b.String()
+func (w *lineWriter) print(name, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Fprintf(w.out, "%-14s | %s\n", name, text)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/user"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,33 +47,39 @@ func (e ExitInfo) Reason() string {
 // exec error (ENOENT, EACCES, ENOEXEC): Permanent says so, for the
 // supervisor's restart decision.
 type StartError struct {
-	Service   string
-	Errno     string
-	Msg       string
-	Permanent bool
+	Service string
+	Errno   string
+	Msg     string
+	Perm    bool
 }
 
 func (e *StartError) Error() string { return fmt.Sprintf("starting %s: %s", e.Service, e.Msg) }
+
+// Permanent says whether retrying cannot help (the supervisor asks).
+func (e *StartError) Permanent() bool { return e.Perm }
 
 // Service is a running service of an instance: a process started by the
 // capsule's init, tracked by pidfd (never by its pid number), in its own
 // cgroup.
 type Service struct {
-	Name  string
-	Pid   int // in the capsule's PID namespace, for display
-	Group *cgroups.Group
+	Name    string
+	Pid     int // in the capsule's PID namespace, for display
+	HostPid int // in the host's PID namespace, for display
+	Group   *cgroups.Group
 
 	pidfd   *os.File
-	conn    *net.UnixConn
+	conn    *net.UnixConn // nil for an adopted service: its exit comes on the adopt connection
 	oomBase uint64
 	done    chan struct{}
-	mu      sync.Mutex // guards exit
+	endOnce sync.Once
+	mu      sync.Mutex // guards exit and pidfd
 	exit    ExitInfo
 }
 
 // StartService starts the named service in its own cgroup (with its
-// limits) through the capsule's init. stdout and stderr receive its output.
-func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr *os.File) (*Service, error) {
+// limits) through the capsule's init. stdout and stderr receive its output;
+// env is added to the service's environment (NOTIFY_SOCKET, for one).
+func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr *os.File, env ...string) (*Service, error) {
 	s := i.Manifest.Service(name)
 	if s == nil {
 		return nil, fmt.Errorf("capsule %s has no service %q", i.Manifest.Name, name)
@@ -89,6 +97,35 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 		}
 		i.services[name] = g
 	}
+	// The init keeps a read end of each output pipe while the service lives,
+	// so that its output survives a dead tori-run until a new one adopts it.
+	keep := keepReadEnds(stdout, stderr)
+	defer closeFiles(keep)
+	return i.startProcess(ctx, name, s.Command, append(serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), env...), g, stdout, stderr, keep...)
+}
+
+// keepReadEnds opens a second read end of each pipe among files (through
+// /proc/self/fd, which Linux allows for pipes); other files get none.
+func keepReadEnds(files ...*os.File) []*os.File {
+	var out []*os.File
+	for _, f := range files {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return nil // all or none: adopt expects both streams
+		}
+		r, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDONLY, 0)
+		if err != nil {
+			closeFiles(out)
+			return nil
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// startProcess asks the init to start argv in cgroup g and returns its
+// handle. label names it in messages and logs.
+func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, keep ...*os.File) (*Service, error) {
 	uid, gid, err := lookupUser(i.Manifest.User)
 	if err != nil {
 		return nil, err
@@ -99,41 +136,96 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 	}
 	defer closeFiles(cgFiles)
 	oomBase, _ := g.OOMKills()
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
 	if err != nil {
-		return nil, fmt.Errorf("starting %s: the capsule's init does not answer at %s: %w", name, i.paths.Socket, err)
+		return nil, fmt.Errorf("starting %s: the capsule's init does not answer at %s: %w", label, i.paths.Socket, err)
 	}
-	req := initRequest{Op: "start", Service: name, Args: s.Command, Env: serviceEnv(i.Manifest, s, i.Release, i.BuildSHA),
-		Dir: capsuleApp, UID: uid, GID: gid, CgroupVersion: g.Version()}
+	conn := c.(*net.UnixConn)
+	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
+		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), CgroupVersion: g.Version()}
 	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
-	for _, f := range cgFiles {
+	for _, f := range append(keep, cgFiles...) {
 		fds = append(fds, int(f.Fd()))
 	}
 	if err := writeMsg(conn, req, fds); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+		return nil, fmt.Errorf("starting %s: %w", label, err)
 	}
 	var rep initReply
 	files, err := readMsg(conn, &rep)
 	if err != nil {
 		conn.Close()
 		closeFiles(files)
-		return nil, fmt.Errorf("starting %s: no answer from the capsule's init: %w", name, err)
+		return nil, fmt.Errorf("starting %s: no answer from the capsule's init: %w", label, err)
 	}
 	if !rep.OK {
 		conn.Close()
 		closeFiles(files)
-		return nil, &StartError{Service: name, Errno: rep.Errno, Msg: rep.Error, Permanent: permanentErrno(rep.Errno)}
+		return nil, &StartError{Service: label, Errno: rep.Errno, Msg: rep.Error, Perm: permanentErrno(rep.Errno)}
 	}
 	if len(files) != 1 {
 		conn.Close()
 		closeFiles(files)
-		return nil, fmt.Errorf("starting %s: the init sent %d files, expected a pidfd", name, len(files))
+		return nil, fmt.Errorf("starting %s: the init sent %d files, expected a pidfd", label, len(files))
 	}
-	svc := &Service{Name: name, Pid: rep.Pid, Group: g, pidfd: files[0], conn: conn, oomBase: oomBase, done: make(chan struct{})}
+	svc := &Service{Name: label, Pid: rep.Pid, HostPid: pidfdPid(files[0]), Group: g, pidfd: files[0], conn: conn, oomBase: oomBase, done: make(chan struct{})}
 	go svc.awaitExit()
-	i.Log.Info().Str(FieldService, name).Int(FieldPID, rep.Pid).Msg("service started")
+	i.Log.Debug().Str(FieldService, label).Int(FieldPID, svc.HostPid).Msg("process started")
 	return svc, nil
+}
+
+// Exec runs argv inside the capsule, in service's cgroup and with its
+// environment, and waits for it: nil if it exits 0. When ctx ends first the
+// process is killed. Exec probes run this way.
+func (i *Instance) Exec(ctx context.Context, service string, argv []string) error {
+	s, g := i.Manifest.Service(service), i.services[service]
+	if s == nil || g == nil {
+		return fmt.Errorf("exec in %s: no such running service", service)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	p, err := i.startProcess(ctx, service+" (probe)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w)
+	w.Close()
+	if err != nil {
+		return err
+	}
+	out := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(r, 4<<10))
+		out <- b
+	}()
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		_ = p.Signal(unix.SIGKILL)
+		<-p.Done()
+		return fmt.Errorf("%s: %w", strings.Join(argv, " "), ctx.Err())
+	}
+	if e := p.Exit(); e.Code != 0 || e.Signal != 0 {
+		_ = r.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		return fmt.Errorf("%s: %s: %s", strings.Join(argv, " "), e.Reason(), strings.TrimSpace(string(<-out)))
+	}
+	return nil
+}
+
+// pidfdPid reads the host pid behind a pidfd (its fdinfo's Pid: line); 0
+// if it cannot be read. For display only: the pidfd is what is used.
+func pidfdPid(f *os.File) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd()))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 func permanentErrno(e string) bool {
@@ -150,18 +242,33 @@ func (s *Service) awaitExit() {
 	files, err := readMsg(s.conn, &ex)
 	closeFiles(files)
 	_ = s.conn.Close()
-	info := ExitInfo{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
 	if err != nil {
-		info = ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()}
+		s.ended(ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()})
+		return
 	}
-	if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
-		info.OOMKilled = true
-	}
-	s.mu.Lock()
-	s.exit = info
-	s.mu.Unlock()
-	_ = s.pidfd.Close()
-	close(s.done)
+	s.ended(exitInfo(ex))
+}
+
+func exitInfo(ex initExit) ExitInfo {
+	return ExitInfo{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
+}
+
+// ended records how the service ended (an OOM kill is read from its
+// cgroup) and closes Done; only the first call counts.
+func (s *Service) ended(info ExitInfo) {
+	s.endOnce.Do(func() {
+		if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
+			info.OOMKilled = true
+		}
+		s.mu.Lock()
+		s.exit = info
+		// Closed under mu: Signal uses the descriptor under mu, so it can
+		// never reach a number the kernel has since given to another file.
+		_ = s.pidfd.Close()
+		s.pidfd = nil
+		s.mu.Unlock()
+		close(s.done)
+	})
 }
 
 // Done is closed when the service has exited.
@@ -187,10 +294,10 @@ func (s *Service) Wait(ctx context.Context) (ExitInfo, error) {
 // Signal sends sig to the service's main process through its pidfd, so a
 // recycled pid number can never be hit.
 func (s *Service) Signal(sig syscall.Signal) error {
-	select {
-	case <-s.done:
-		return nil
-	default:
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pidfd == nil {
+		return nil // ended
 	}
 	err := unix.PidfdSendSignal(int(s.pidfd.Fd()), sig, nil, 0)
 	if errors.Is(err, unix.ESRCH) {

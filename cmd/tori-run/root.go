@@ -80,19 +80,19 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 	add("run",
 		newRunCmd(g),
 		newSpecCmd(g),
-		notYet("daemon", "Supervise every enabled capsule and serve the control API", 5, cobra.NoArgs),
-		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 5, cobra.ExactArgs(2)),
-		notYet("rollback NAME", "Switch a capsule back to its previous release", 5, cobra.ExactArgs(1)),
+		newDaemonCmd(g),
+		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 0, cobra.ExactArgs(2)),
+		notYet("rollback NAME", "Switch a capsule back to its previous release", 0, cobra.ExactArgs(1)),
 	)
 	add("daemon",
-		notYet("start NAME[/SERVICE]", "Start a capsule or one of its services", 5, cobra.ExactArgs(1)),
-		notYet("stop NAME[/SERVICE]", "Stop a capsule or one of its services", 5, cobra.ExactArgs(1)),
-		notYet("restart NAME[/SERVICE]", "Restart a capsule or one of its services", 5, cobra.ExactArgs(1)),
-		notYet("status [NAME]", "Show services: state, pid, uptime, restarts, last exit", 5, cobra.MaximumNArgs(1), "json"),
-		notYet("logs NAME[/SERVICE]", "Show a capsule's logs", 5, cobra.ExactArgs(1), "follow"),
-		notYet("events", "Stream supervision events", 5, cobra.NoArgs, "follow"),
-		notYet("enable NAME", "Have the daemon run a capsule, now and after reboots", 5, cobra.ExactArgs(1)),
-		notYet("disable NAME", "Stop having the daemon run a capsule", 5, cobra.ExactArgs(1)),
+		newActCmd(g, "start", "Start a capsule or one of its services"),
+		newActCmd(g, "stop", "Stop a capsule or one of its services"),
+		newActCmd(g, "restart", "Restart a capsule or one of its services"),
+		newStatusCmd(g),
+		newLogsCmd(g),
+		newEventsCmd(g),
+		newEnableCmd(g),
+		newDisableCmd(g),
 	)
 	state := &cobra.Command{Use: "state", Short: "Inspect a capsule's state (get, put, ls, export)"}
 	for _, sub := range []*cobra.Command{
@@ -127,6 +127,9 @@ func notYet(use, short string, issue int, args cobra.PositionalArgs, boolFlags .
 		Short: short + " (not implemented yet)",
 		Args:  args,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if issue == 0 {
+				return fmt.Errorf("%s is not implemented yet", cmd.CommandPath())
+			}
 			return fmt.Errorf("%s is not implemented yet (planned in issue #%d)", cmd.CommandPath(), issue)
 		},
 	}

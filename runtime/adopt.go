@@ -1,0 +1,185 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/gofrs/flock"
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/specs"
+)
+
+// AdoptedService is a service that kept running while no tori-run watched
+// it, now tracked again: its process by a new pidfd, its output through the
+// read ends of its pipes that the capsule's init kept.
+type AdoptedService struct {
+	*Service
+	Stdout, Stderr *os.File
+}
+
+// FindAdoptable returns the folder of an instance of capsule that a daemon
+// made and whose tori-run is gone (its lock is free), or "".
+func FindAdoptable(root, capsule string) string {
+	dirs, _ := filepath.Glob(filepath.Join(root, "instances", capsule+"-*"))
+	for _, dir := range dirs {
+		rec, err := readRecord(dir)
+		if err != nil || rec.Capsule != capsule || rec.Owner != OwnerDaemon {
+			continue
+		}
+		l := flock.New(filepath.Join(dir, "lock"))
+		if ok, err := l.TryLock(); err == nil && ok {
+			_ = l.Unlock()
+			return dir
+		}
+	}
+	return ""
+}
+
+// Adopt takes over an instance whose tori-run is gone: it takes the lock,
+// finds the container and cgroups the record names, and asks the capsule's
+// init for every service that still runs. On error nothing is changed, and
+// the caller may sweep the instance instead.
+func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []AdoptedService, err error) {
+	rec, err := readRecord(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := release.Open(o.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	rel, err := store.Resolve(rec.Release)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := specs.Load(filepath.Join(rel.Path, "capsule.yml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,
+		paths: newInstancePaths(o.Root, rec.ID), opts: o, services: map[string]*cgroups.Group{}}
+	i.Log = CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA).With().Str("instance", rec.ID).Logger()
+	i.lock = flock.New(i.paths.Lock)
+	if ok, err := i.lock.TryLock(); err != nil || !ok {
+		return nil, nil, fmt.Errorf("instance %s: another tori-run holds it", rec.ID)
+	}
+	defer func() {
+		if err != nil {
+			_ = i.lock.Unlock()
+		}
+	}()
+	if i.host, err = cgroups.Detect(); err != nil {
+		return nil, nil, err
+	}
+	if err := cgroups.EnsureDelegation(i.host); err != nil {
+		return nil, nil, err
+	}
+	if i.group, err = cgroups.Load(i.host, rec.CgroupPath); err != nil {
+		return nil, nil, err
+	}
+	if i.container, err = libcontainer.Load(rec.StateRoot, rec.ID); err != nil {
+		return nil, nil, fmt.Errorf("container %s: %w", rec.ID, err)
+	}
+	if st, err := i.container.Status(); err != nil || st != libcontainer.Running {
+		return nil, nil, fmt.Errorf("container %s is not running (%v, %v)", rec.ID, st, err)
+	}
+	adopted, err := i.adoptServices(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	i.Log.Info().Int("services", len(adopted)).Msg("adopted a running capsule")
+	return i, adopted, nil
+}
+
+// adoptServices asks the init for its live services over one connection,
+// which then carries their exits.
+func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("the capsule's init does not answer at %s: %w", i.paths.Socket, err)
+	}
+	conn := c.(*net.UnixConn)
+	if err := writeMsg(conn, initRequest{Op: "adopt"}, nil); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	byPid := map[int]*Service{}
+	var out []AdoptedService
+	fail := func(err error) ([]AdoptedService, error) {
+		conn.Close()
+		for _, a := range out {
+			closeFiles([]*os.File{a.pidfd, a.Stdout, a.Stderr})
+		}
+		return nil, err
+	}
+	for {
+		var p adoptedProc
+		files, err := readMsg(conn, &p)
+		if err != nil {
+			closeFiles(files)
+			return fail(fmt.Errorf("adopting: %w", err))
+		}
+		if p.Pid == 0 {
+			break
+		}
+		if len(files) != 1+p.Keep || (p.Keep != 0 && p.Keep != 2) {
+			closeFiles(files)
+			return fail(fmt.Errorf("adopting %s: %d files for %d kept", p.Service, len(files), p.Keep))
+		}
+		g, err := i.serviceGroup(p.Service)
+		if err != nil {
+			closeFiles(files)
+			return fail(err)
+		}
+		oom, _ := g.OOMKills()
+		svc := &Service{Name: p.Service, Pid: p.Pid, HostPid: pidfdPid(files[0]), Group: g, pidfd: files[0], oomBase: oom, done: make(chan struct{})}
+		a := AdoptedService{Service: svc}
+		if p.Keep == 2 {
+			a.Stdout, a.Stderr = files[1], files[2]
+		}
+		byPid[p.Pid] = svc
+		out = append(out, a)
+	}
+	go dispatchExits(conn, byPid)
+	return out, nil
+}
+
+func (i *Instance) serviceGroup(name string) (*cgroups.Group, error) {
+	if i.Manifest.Service(name) == nil {
+		return nil, fmt.Errorf("the init runs %q, which the manifest does not name", name)
+	}
+	g, err := cgroups.Load(i.host, filepath.Join(i.group.Path(), "svc-"+name))
+	if err != nil {
+		return nil, err
+	}
+	i.services[name] = g
+	return g, nil
+}
+
+// dispatchExits delivers the exits the init reports on an adopt
+// connection; if the connection breaks, every service still open is lost.
+func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
+	defer conn.Close()
+	for {
+		var ex initExit
+		files, err := readMsg(conn, &ex)
+		closeFiles(files)
+		if err != nil {
+			for _, s := range byPid {
+				s.ended(ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()})
+			}
+			return
+		}
+		if s := byPid[ex.Pid]; s != nil {
+			delete(byPid, ex.Pid)
+			s.ended(exitInfo(ex))
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/supervisor"
+)
+
+// DefaultControlSocket is where the daemon serves its control API.
+const DefaultControlSocket = DefaultRunDir + "/tori.sock"
+
+// DaemonOptions configure tori-run daemon.
+type DaemonOptions struct {
+	Options
+	// Socket is the control API's Unix socket (mode 0600, root only).
+	Socket string
+	// StopDeadline bounds the stop of every capsule at SIGTERM.
+	StopDeadline time.Duration
+}
+
+// CapsuleStatus is one capsule as the daemon reports it.
+type CapsuleStatus struct {
+	Name     string                     `json:"name"`
+	Release  string                     `json:"release"`
+	Instance string                     `json:"instance,omitempty"`
+	State    string                     `json:"state"` // running, stopped, failed
+	Error    string                     `json:"error,omitempty"`
+	Services []supervisor.ServiceStatus `json:"services,omitempty"`
+	Since    time.Time                  `json:"since"`
+	Adopted  bool                       `json:"adopted,omitempty"`
+}
+
+// DaemonEvent is a supervision event of one capsule's service.
+type DaemonEvent struct {
+	Capsule string `json:"capsule"`
+	supervisor.Event
+}
+
+// Daemon supervises every enabled capsule and serves the control API.
+type Daemon struct {
+	o DaemonOptions
+
+	mu       sync.Mutex // guards capsules and subs
+	capsules map[string]*managed
+	subs     map[chan DaemonEvent]struct{}
+}
+
+// managed is one capsule the daemon runs.
+type managed struct {
+	name, release string
+	inst          *Instance
+	sup           *supervisor.Supervisor
+	state, err    string
+	since         time.Time
+	adopted       bool
+	forwardDone   chan struct{}
+}
+
+// RunDaemon runs the daemon until ctx ends, then stops every capsule within
+// the stop deadline and returns nil.
+func RunDaemon(ctx context.Context, o DaemonOptions) error {
+	if o.Socket == "" {
+		o.Socket = DefaultControlSocket
+	}
+	if o.StopDeadline == 0 {
+		o.StopDeadline = 60 * time.Second
+	}
+	o.Owner = OwnerDaemon
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}}
+	l, err := listenControl(o.Socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peerOf(c))
+		}}
+	go func() { _ = srv.Serve(l) }()
+	o.Log.Info().Str("socket", o.Socket).Msg("daemon listening")
+
+	if err := SweepStale(ctx, o.Options); err != nil {
+		o.Log.Warn().Err(err).Msg("cleaning up after foreground runs")
+	}
+	enabled, err := Enabled(o.Root)
+	if err != nil {
+		o.Log.Error().Err(err).Msg("reading the enabled capsules")
+	}
+	for _, name := range sortedNames(enabled) {
+		if err := d.start(name); err != nil {
+			o.Log.Error().Err(err).Str(FieldCapsule, name).Msg("capsule did not start")
+		}
+	}
+	// What a previous daemon left of capsules no longer enabled, nobody
+	// will adopt: remove it.
+	if err := SweepStale(ctx, o.Options, OwnerDaemon); err != nil {
+		o.Log.Warn().Err(err).Msg("removing instances of capsules no longer enabled")
+	}
+	<-ctx.Done()
+	o.Log.Info().Msg("stopping every capsule")
+	sctx, cancel := context.WithTimeout(context.Background(), o.StopDeadline)
+	defer cancel()
+	d.stopAll(sctx)
+	_ = srv.Shutdown(sctx)
+	_ = os.Remove(o.Socket)
+	return nil
+}
+
+func listenControl(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("a daemon already answers at %s", path)
+	}
+	_ = os.Remove(path)
+	old := unix.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// start runs an enabled capsule (or one of its services).
+func (d *Daemon) start(name string) error {
+	enabled, err := Enabled(d.o.Root)
+	if err != nil {
+		return err
+	}
+	ref, ok := enabled[name]
+	if !ok {
+		return fmt.Errorf("capsule %q is not enabled (tori-run enable %s)", name, name)
+	}
+	d.mu.Lock()
+	if m := d.capsules[name]; m != nil && m.state == "running" {
+		d.mu.Unlock()
+		return nil
+	}
+	d.mu.Unlock()
+	m := &managed{name: name, release: ref, since: time.Now()}
+	err = d.launch(m, ref)
+	if err != nil {
+		m.state, m.err = "failed", err.Error()
+	}
+	d.mu.Lock()
+	d.capsules[name] = m
+	d.mu.Unlock()
+	return err
+}
+
+func (d *Daemon) launch(m *managed, ref string) error {
+	ctx := context.Background()
+	if dir := FindAdoptable(d.o.Root, m.name); dir != "" {
+		rec, err := readRecord(dir)
+		if err == nil && rec.Release == ref {
+			if err := d.adopt(m, dir); err == nil {
+				return nil
+			} else {
+				d.o.Log.Warn().Err(err).Str(FieldCapsule, m.name).Msg("could not adopt the running capsule; starting it anew")
+			}
+		}
+		if err := sweepOne(dir, d.o.Options); err != nil {
+			return fmt.Errorf("removing the instance a previous daemon left: %w", err)
+		}
+	}
+	t, err := Resolve(ref, d.o.Options)
+	if err != nil {
+		return err
+	}
+	inst, err := Create(ctx, t, d.o.Options)
+	if err != nil {
+		return err
+	}
+	sup, err := inst.Supervise()
+	if err != nil {
+		_ = inst.Destroy(ctx)
+		return err
+	}
+	m.inst, m.sup, m.state = inst, sup, "running"
+	d.forward(m)
+	return sup.Start(ctx)
+}
+
+// adopt carries on supervising a capsule a previous daemon left running:
+// the same processes, their restart history from the supervisor's state
+// folder, their output from the pipes the init kept.
+func (d *Daemon) adopt(m *managed, dir string) error {
+	ctx := context.Background()
+	inst, adopted, err := Adopt(ctx, dir, d.o.Options)
+	if err != nil {
+		return err
+	}
+	sup, err := inst.Supervise()
+	if err != nil {
+		return err
+	}
+	for _, a := range adopted {
+		if a.Stdout == nil {
+			a.Stdout, _ = os.Open(os.DevNull)
+			a.Stderr, _ = os.Open(os.DevNull)
+		}
+		if err := sup.Adopt(a.Name, serviceProcess{a.Service}, a.Stdout, a.Stderr); err != nil {
+			inst.Log.Warn().Err(err).Str(FieldService, a.Name).Msg("could not adopt the service; killing it")
+			_ = a.Kill()
+		}
+	}
+	m.inst, m.sup, m.state, m.adopted = inst, sup, "running", true
+	d.forward(m)
+	return sup.Start(ctx)
+}
+
+// forward copies a capsule's events to the daemon's subscribers.
+func (d *Daemon) forward(m *managed) {
+	sub := m.sup.Events()
+	m.forwardDone = make(chan struct{})
+	go func() {
+		defer close(m.forwardDone)
+		for ev := range sub.C() {
+			d.publish(DaemonEvent{Capsule: m.name, Event: ev})
+		}
+	}()
+}
+
+func (d *Daemon) publish(ev DaemonEvent) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.subs {
+		select {
+		case c <- ev:
+		default: // a slow subscriber loses events; supervision never waits
+		}
+	}
+}
+
+// stop stops a running capsule and removes its instance.
+func (d *Daemon) stop(ctx context.Context, name string) error {
+	d.mu.Lock()
+	m := d.capsules[name]
+	d.mu.Unlock()
+	if m == nil || m.state != "running" {
+		return nil
+	}
+	var errs []error
+	errs = append(errs, m.sup.Stop(ctx))
+	m.sup.Wait()
+	errs = append(errs, m.inst.Destroy(ctx))
+	d.mu.Lock()
+	m.state, m.since = "stopped", time.Now()
+	d.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) stopAll(ctx context.Context) {
+	d.mu.Lock()
+	names := sortedNames(d.capsules)
+	d.mu.Unlock()
+	for i := len(names) - 1; i >= 0; i-- {
+		if err := d.stop(ctx, names[i]); err != nil {
+			d.o.Log.Error().Err(err).Str(FieldCapsule, names[i]).Msg("stopping")
+		}
+	}
+}
+
+func (d *Daemon) status(name string) []CapsuleStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []CapsuleStatus
+	for _, n := range sortedNames(d.capsules) {
+		if name != "" && n != name {
+			continue
+		}
+		m := d.capsules[n]
+		st := CapsuleStatus{Name: n, Release: m.release, State: m.state, Error: m.err, Since: m.since, Adopted: m.adopted}
+		if m.inst != nil {
+			st.Instance = m.inst.ID
+		}
+		if m.sup != nil && m.state == "running" {
+			st.Services = m.sup.Status()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// The control API: JSON over HTTP/1.1 on the Unix socket.
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.status(r.URL.Query().Get("capsule")))
+	})
+	for _, action := range []string{"start", "stop", "restart"} {
+		mux.HandleFunc("POST /v1/"+action, func(w http.ResponseWriter, r *http.Request) {
+			if err := d.act(r.Context(), action, r.URL.Query().Get("target")); err != nil {
+				writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"ok": action})
+		})
+	}
+	mux.HandleFunc("GET /v1/events", d.serveEvents)
+	mux.HandleFunc("GET /v1/logs", d.serveLogs)
+	return rootOnly(mux)
+}
+
+// act starts, stops or restarts NAME or NAME/SERVICE.
+func (d *Daemon) act(ctx context.Context, action, target string) error {
+	name, service, _ := strings.Cut(target, "/")
+	if name == "" {
+		return errors.New("no target: expected NAME or NAME/SERVICE")
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.o.StopDeadline)
+	defer cancel()
+	if service == "" {
+		switch action {
+		case "start":
+			return d.start(name)
+		case "stop":
+			return d.stop(sctx, name)
+		default:
+			if err := d.stop(sctx, name); err != nil {
+				return err
+			}
+			return d.start(name)
+		}
+	}
+	d.mu.Lock()
+	m := d.capsules[name]
+	d.mu.Unlock()
+	if m == nil || m.state != "running" {
+		return fmt.Errorf("capsule %q is not running", name)
+	}
+	switch action {
+	case "start":
+		return m.sup.StartService(service)
+	case "stop":
+		return m.sup.StopService(sctx, service)
+	default:
+		return m.sup.RestartService(sctx, service)
+	}
+}
+
+func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
+	c := make(chan DaemonEvent, 256)
+	d.mu.Lock()
+	d.subs[c] = struct{}{}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.subs, c)
+		d.mu.Unlock()
+	}()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flush(w)
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case ev := <-c:
+			if enc.Encode(ev) != nil {
+				return
+			}
+			flush(w)
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (d *Daemon) serveLogs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts, err := parseLogQuery(q)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	_ = ReadCapsuleLogs(r.Context(), d.o.Root, q.Get("target"), opts, func(l LogLine) error {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		flush(w)
+		return nil
+	})
+}
+
+func parseLogQuery(q map[string][]string) (supervisor.ReadOptions, error) {
+	var o supervisor.ReadOptions
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	if v := get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return o, fmt.Errorf("tail=%q: expected a count", v)
+		}
+		o.Tail = n
+	}
+	if v := get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return o, fmt.Errorf("since=%q: expected an RFC 3339 time", v)
+		}
+		o.Since = t
+	}
+	o.Follow = get("follow") == "1"
+	return o, nil
+}
+
+func flush(w http.ResponseWriter) {
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type peerKey struct{}
+
+// peerOf reads the connecting process's credentials.
+func peerOf(c net.Conn) *unix.Ucred {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	return cred
+}
+
+// rootOnly refuses every peer that is not root. The socket's mode (0600)
+// already keeps others out; this holds even if the mode is changed.
+func rootOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, _ := r.Context().Value(peerKey{}).(*unix.Ucred)
+		if cred == nil || cred.Uid != 0 {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the control API is for root only"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

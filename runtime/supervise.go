@@ -1,0 +1,118 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/supervisor"
+)
+
+// The runtime's side of the supervisor: a Runner that starts services
+// through the capsule's init, Processes tracked by pidfd and cgroup, and a
+// Prober that runs exec probes inside the capsule.
+
+type capsuleRunner struct{ inst *Instance }
+
+func (r capsuleRunner) Start(ctx context.Context, name string, out supervisor.Output) (supervisor.Process, error) {
+	var env []string
+	if out.NotifySocket != "" {
+		env = append(env, "NOTIFY_SOCKET="+r.inst.capsulePath(out.NotifySocket))
+	}
+	svc, err := r.inst.StartService(ctx, name, out.Stdout, out.Stderr, env...)
+	if err != nil {
+		return nil, err
+	}
+	return serviceProcess{svc}, nil
+}
+
+// serviceProcess is a Service as the supervisor sees it.
+type serviceProcess struct{ *Service }
+
+func (p serviceProcess) Pid() int { return p.HostPid }
+
+func (p serviceProcess) Exit() supervisor.Exit {
+	e := p.Service.Exit()
+	return supervisor.Exit{Code: e.Code, Signal: e.Signal, OOMKilled: e.OOMKilled, Err: e.Err}
+}
+
+func (p serviceProcess) Stats() (supervisor.Stats, error) {
+	st, err := p.Group.Stats()
+	if err != nil {
+		return supervisor.Stats{}, err
+	}
+	return supervisor.Stats{MemoryBytes: st.MemoryCurrent, CPU: st.CPUUsage, Pids: int(st.Pids)}, nil
+}
+
+// BelongsTo reports whether a host pid is in the service's cgroup: whose
+// sd_notify messages count as the service's.
+func (p serviceProcess) BelongsTo(pid int) bool {
+	procs, err := p.Group.Procs()
+	return err == nil && slices.Contains(procs, pid)
+}
+
+// capsulePath maps a host path under the instance's run folder to where
+// the capsule sees it.
+func (i *Instance) capsulePath(host string) string {
+	rel, err := filepath.Rel(i.paths.Run, host)
+	if err != nil {
+		return host
+	}
+	return filepath.Join(capsuleRunDir, rel)
+}
+
+// capsuleProber runs exec probes inside the capsule, in the service's
+// cgroup, through the init; http and tcp probes go from the host, which
+// shares the capsule's network unless it has network: none.
+type capsuleProber struct{ inst *Instance }
+
+func (c capsuleProber) Probe(ctx context.Context, service string, p *supervisor.Probe) error {
+	if p.Kind != supervisor.ProbeExec {
+		if c.inst.Manifest.Network == specs.NetworkNone {
+			return fmt.Errorf("%s probes cannot reach a capsule with network: none; use an exec probe", p.Kind)
+		}
+		return supervisor.HostProber{}.Probe(ctx, service, p)
+	}
+	return c.inst.Exec(ctx, service, p.Exec)
+}
+
+// supervisorConfigs converts the manifest's services.
+func supervisorConfigs(m *specs.Manifest) []supervisor.ServiceConfig {
+	out := make([]supervisor.ServiceConfig, len(m.Services))
+	for i, s := range m.Services {
+		out[i] = supervisor.ServiceConfig{
+			Name:          s.Name,
+			Restart:       supervisor.Policy(s.Restart),
+			Backoff:       supervisor.Backoff{Initial: s.Backoff.Initial, Max: s.Backoff.Max, ResetAfter: s.Backoff.ResetAfter},
+			MaxRestarts:   s.MaxRestarts,
+			RestartWindow: s.RestartWindow,
+			StopSignal:    syscall.Signal(s.StopSignal.Num),
+			StopTimeout:   s.StopTimeout,
+			After:         s.After,
+			Ready:         probeConfig(s.Ready),
+			Health:        probeConfig(s.Health),
+		}
+	}
+	return out
+}
+
+func probeConfig(p *specs.Probe) *supervisor.Probe {
+	if p == nil {
+		return nil
+	}
+	out := &supervisor.Probe{Interval: p.Interval, Timeout: p.Timeout, Retries: p.Retries, OnFailure: supervisor.OnFailure(p.OnFailure)}
+	switch {
+	case p.Notify:
+		out.Kind = supervisor.ProbeNotify
+	case len(p.Exec) > 0:
+		out.Kind, out.Exec = supervisor.ProbeExec, p.Exec
+	case p.HTTP != "":
+		out.Kind, out.URL = supervisor.ProbeHTTP, p.HTTP
+	case p.TCP != "":
+		out.Kind, out.Addr = supervisor.ProbeTCP, p.TCP
+	}
+	return out
+}

@@ -1,0 +1,283 @@
+package state
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// maxGroupBytes bounds how much one group commit writes.
+const maxGroupBytes = 8 << 20
+
+type flushJob struct {
+	recs   []Record
+	segs   []string // log segments that only hold records of recs
+	maxSeq uint64
+}
+
+type flushResult struct {
+	n      int // records flushed
+	maxSeq uint64
+	err    error
+}
+
+// committer is the only goroutine that writes the log. It takes every
+// request waiting at the moment, writes them with one write and one fsync
+// (group commit), then answers them all.
+func (s *Store) committer(flusherDone chan struct{}) {
+	defer close(s.done)
+	var tick <-chan time.Time
+	if s.opts.FlushInterval > 0 {
+		t := time.NewTicker(s.opts.FlushInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	buf := make([]byte, 0, 64<<10)
+	group := make([]*request, 0, 64)
+	for {
+		select {
+		case req := <-s.reqs:
+			group = s.drain(append(group[:0], req))
+			buf = s.commit(group, buf[:0])
+			clear(group)
+		case res := <-s.results:
+			s.flushed(res)
+		case <-tick:
+			if !s.flushing && len(s.mem) > 0 {
+				s.startFlush()
+			}
+		case <-s.quit:
+			s.shutdown(flusherDone)
+			return
+		}
+	}
+}
+
+// drain adds the requests already waiting to group.
+func (s *Store) drain(group []*request) []*request {
+	size := 0
+	for size < maxGroupBytes {
+		select {
+		case req := <-s.reqs:
+			group = append(group, req)
+			for i := range req.recs {
+				size += recordSize(&req.recs[i])
+			}
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+func (s *Store) commit(group []*request, buf []byte) []byte {
+	if err := s.Err(); err != nil {
+		s.answer(group, err)
+		return buf
+	}
+	now := time.Now()
+	seq := s.seq
+	n := 0
+	for _, req := range group {
+		for i := range req.recs {
+			seq++
+			req.recs[i].Seq, req.recs[i].Time = seq, now
+		}
+		req.seq = seq
+		if len(req.recs) > 0 {
+			buf = appendFrame(buf, req.recs)
+			n += len(req.recs)
+		}
+	}
+	if n > 0 {
+		start := time.Now()
+		err := s.wal.write(buf)
+		if err != nil {
+			s.fail(err)
+			s.answer(group, s.Err())
+			return buf
+		}
+		s.noteCommit(n, time.Since(start))
+		s.publish(group)
+		s.seq = seq
+	}
+	for _, req := range group {
+		if req.flush {
+			s.addFlushWaiter(req.done)
+		} else {
+			req.done <- nil
+		}
+	}
+	if !s.flushing && len(s.mem) >= s.opts.flushAt() {
+		s.startFlush()
+	}
+	return buf
+}
+
+func (s *Store) noteCommit(n int, d time.Duration) {
+	s.stats.commits.Add(1)
+	s.stats.fsyncs.Add(1)
+	s.stats.records.Add(uint64(n))
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(n, d)
+	}
+}
+
+// publish makes committed records visible to readers and queues them for
+// the next flush.
+func (s *Store) publish(group []*request) {
+	s.idxMu.Lock()
+	for _, req := range group {
+		for i := range req.recs {
+			s.apply(&req.recs[i])
+		}
+	}
+	s.idxMu.Unlock()
+	for _, req := range group {
+		s.mem = append(s.mem, req.recs...)
+		s.stats.seq.Store(req.seq)
+	}
+}
+
+func (s *Store) answer(group []*request, err error) {
+	for _, req := range group {
+		if !req.flush {
+			s.release(len(req.recs))
+		}
+		req.done <- err
+	}
+}
+
+func (s *Store) addFlushWaiter(done chan error) {
+	if len(s.mem) == 0 && !s.flushing {
+		done <- nil
+		return
+	}
+	s.waiters = append(s.waiters, flushWaiter{seq: s.seq, done: done})
+	if !s.flushing {
+		s.startFlush()
+	}
+}
+
+// startFlush closes the log segment and hands the buffered records to the
+// flusher; from now on the log segments it gets hold only those records.
+func (s *Store) startFlush() {
+	closed, err := s.wal.rotate()
+	if err != nil {
+		s.fail(err)
+		s.answerWaiters(s.Err())
+		return
+	}
+	job := flushJob{recs: s.mem, segs: append(s.memSegs, closed), maxSeq: s.seq}
+	s.mem, s.memSegs, s.flushing = nil, nil, true
+	s.jobs <- job // never blocks: the flusher has taken the previous job
+}
+
+func (s *Store) flushed(res flushResult) {
+	s.flushing = false
+	if res.err != nil {
+		s.fail(res.err)
+		s.answerWaiters(s.Err())
+		return
+	}
+	s.release(res.n)
+	kept := s.waiters[:0]
+	for _, w := range s.waiters {
+		if w.seq <= res.maxSeq {
+			w.done <- nil
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	s.waiters = kept
+	if len(s.mem) > 0 && (len(s.waiters) > 0 || len(s.mem) >= s.opts.flushAt()) {
+		s.startFlush()
+	}
+}
+
+func (s *Store) answerWaiters(err error) {
+	for _, w := range s.waiters {
+		w.done <- err
+	}
+	s.waiters = nil
+}
+
+// shutdown commits what is still queued, waits for the flush in progress,
+// flushes the rest and stops the flusher.
+func (s *Store) shutdown(flusherDone chan struct{}) {
+	buf := make([]byte, 0, 64<<10)
+	for {
+		group := s.drain(nil)
+		if len(group) == 0 {
+			break
+		}
+		buf = s.commit(group, buf[:0])
+	}
+	for s.flushing || (len(s.mem) > 0 && s.Err() == nil) {
+		if !s.flushing {
+			s.startFlush()
+			continue
+		}
+		s.flushed(<-s.results)
+	}
+	s.answerWaiters(ErrClosed)
+	close(s.jobs)
+	<-flusherDone
+}
+
+// flusher turns flush jobs into Parquet files and manifests, then compacts.
+func (s *Store) flusher(done chan struct{}) {
+	defer close(done)
+	for job := range s.jobs {
+		start := time.Now()
+		err := s.flush(job)
+		s.stats.lastFlushNanos.Store(int64(time.Since(start)))
+		s.results <- flushResult{n: len(job.recs), maxSeq: job.maxSeq, err: err}
+		if err == nil {
+			if err := s.compact(); err != nil {
+				// The data is safe in the files already listed; a failed
+				// compaction leaves only garbage that the next GC removes.
+				s.log.Error().Err(err).Str("dir", s.dir).Msg("state: compaction failed")
+			}
+		}
+	}
+}
+
+// flush writes job's records into a data file, makes a manifest listing it
+// current, then trims the log segments that held them.
+func (s *Store) flush(job flushJob) error {
+	meta, err := writeDataFile(s.dataDir, job.recs, s.flushCodec, s.opts.syncFile)
+	if err != nil {
+		return fmt.Errorf("flush %d records: %w", len(job.recs), err)
+	}
+	s.stats.fsyncs.Add(2)
+	next := s.man
+	next.Generation++
+	next.Seq = job.maxSeq
+	next.Files = append(append([]fileMeta(nil), s.man.Files...), meta)
+	if err := s.install(next); err != nil {
+		return err
+	}
+	s.stats.flushes.Add(1)
+	for _, p := range job.segs {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("trim log after flush: %w", err)
+		}
+	}
+	return nil
+}
+
+// install makes m the current manifest and collects garbage.
+func (s *Store) install(m manifest) error {
+	if err := writeManifest(s.manDir, m, s.opts.syncFile); err != nil {
+		return err
+	}
+	s.stats.fsyncs.Add(2)
+	s.man = m
+	s.stats.manifestGen.Store(m.Generation)
+	s.refreshFileStats(m)
+	if _, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests); err != nil {
+		s.log.Warn().Err(err).Str("dir", s.dir).Msg("state: garbage collection failed; retried after the next flush")
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package state
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncFunc makes a file's data durable. The store calls it through
+// Options.syncFile so tests can make it fail.
+type syncFunc func(*os.File) error
+
+func fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			if err != nil {
+				return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
+			}
+			return nil
+		}
+	}
+}
+
+// syncDir makes the entries of dir (creations, renames, removals) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open folder %s to fsync it: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// publish writes data through write into a temporary file in dir, fsyncs it,
+// renames it to name and fsyncs dir: after publish returns, name exists with
+// the whole content or, if it fails, not at all (the temporary is removed).
+func publish(dir, name string, sync syncFunc, write func(f *os.File) error) (err error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = write(f); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = sync(f); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	final := filepath.Join(dir, name)
+	if err = os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
+	}
+	return syncDir(dir)
+}

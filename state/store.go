@@ -1,0 +1,551 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofrs/flock"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/rs/zerolog"
+)
+
+// Store is an open state directory. Its methods are safe for concurrent use.
+type Store struct {
+	dir      string
+	opts     Options
+	log      zerolog.Logger
+	lock     *flock.Flock
+	walDir   string
+	dataDir  string
+	manDir   string
+	reqs     chan *request
+	quit     chan struct{} // closed by Close once no write is in flight
+	done     chan struct{} // closed when the committer has stopped
+	jobs     chan flushJob // committer → flusher
+	results  chan flushResult
+	inflight sync.WaitGroup // writes admitted and not yet answered
+
+	mu       sync.Mutex    // guards buffered, freed, failed, closed
+	buffered int           // records admitted and not yet in a Parquet file
+	freed    chan struct{} // closed (and replaced) when buffered drops or state changes
+	failed   error         // sticky; wraps ErrFailed
+	closed   bool
+
+	idxMu  sync.RWMutex // guards kv and events
+	kv     map[string]entry
+	events []Record // by seq
+
+	// Owned by the committer goroutine.
+	wal      *wal
+	seq      uint64
+	mem      []Record // durable in the log, not yet handed to the flusher
+	memSegs  []string // closed log segments holding part of mem
+	flushing bool
+	waiters  []flushWaiter
+
+	// Owned by the flusher goroutine (read at Open, before it starts).
+	man        manifest
+	flushCodec *zstd.Codec // the fastest level: flushes are on the write path
+
+	stats counters
+}
+
+type entry struct {
+	value   []byte
+	seq     uint64
+	time    int64
+	service string
+}
+
+// Entry is the current version of a key.
+type Entry struct {
+	Key     string
+	Value   []byte
+	Seq     uint64
+	Service string
+	Time    time.Time
+}
+
+type request struct {
+	recs  []Record
+	flush bool       // a Flush call, no records
+	seq   uint64     // out: seq of the last record
+	done  chan error // buffered
+}
+
+type flushWaiter struct {
+	seq  uint64
+	done chan error
+}
+
+type counters struct {
+	commits, fsyncs, records, flushes, compactions, manifestGen, seq atomic.Uint64
+	files, fileBytes                                                 atomic.Int64
+	lastFlushNanos                                                   atomic.Int64
+}
+
+// Open opens (creating it if needed) the state directory dir and recovers
+// it: it loads the current manifest's Parquet files, replays the log after
+// them, cuts a torn tail off the last log segment, and removes files that no
+// manifest lists. A directory another process holds open fails with ErrLocked.
+func Open(dir string, opts Options) (_ *Store, err error) {
+	opts = opts.withDefaults()
+	s := &Store{
+		dir: dir, opts: opts, log: opts.Log,
+		walDir: filepath.Join(dir, "wal"), dataDir: filepath.Join(dir, "data"), manDir: filepath.Join(dir, "manifests"),
+		kv: map[string]entry{}, freed: make(chan struct{}),
+		flushCodec: &zstd.Codec{Level: zstd.SpeedFastest},
+	}
+	for _, d := range []string{dir, s.walDir, s.dataDir, s.manDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create state folder: %w", err)
+		}
+	}
+	if err := s.takeLock(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = s.lock.Unlock() // the error being returned is the one that matters
+		}
+	}()
+	if err := s.recover(); err != nil {
+		return nil, fmt.Errorf("recover state directory %s: %w", dir, err)
+	}
+	s.reqs = make(chan *request, opts.Buffer)
+	s.quit, s.done = make(chan struct{}), make(chan struct{})
+	s.jobs, s.results = make(chan flushJob, 1), make(chan flushResult, 1)
+	flusherDone := make(chan struct{})
+	go s.flusher(flusherDone)
+	go s.committer(flusherDone)
+	return s, nil
+}
+
+func (s *Store) takeLock() error {
+	path := filepath.Join(s.dir, "LOCK")
+	s.lock = flock.New(path)
+	ok, err := s.lock.TryLock()
+	if err != nil {
+		return fmt.Errorf("lock state directory %s: %w", path, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s is held (is the capsule running? use its state socket instead)", ErrLocked, path)
+	}
+	return nil
+}
+
+// recover rebuilds the index from the manifest's files and the log.
+func (s *Store) recover() error {
+	man, err := currentManifest(s.manDir)
+	if err != nil {
+		return err
+	}
+	removed, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests)
+	if err != nil {
+		return err
+	}
+	for _, p := range removed {
+		s.log.Info().Str("file", p).Msg("state: removed a file no kept manifest lists")
+	}
+	for _, f := range man.Files {
+		recs, err := readDataFile(s.dataDir, f)
+		if err != nil {
+			return err
+		}
+		for i := range recs {
+			s.apply(&recs[i])
+		}
+	}
+	slices.SortFunc(s.events, func(a, b Record) int { return cmpUint(a.Seq, b.Seq) })
+	s.man, s.seq = man, man.Seq
+	segs, truncated, err := replayWAL(s.walDir, man.Seq, s.opts.syncFile, func(r Record) {
+		s.apply(&r)
+		s.mem = append(s.mem, r)
+		s.seq = r.Seq
+	})
+	if err != nil {
+		return err
+	}
+	if truncated > 0 {
+		s.log.Warn().Str("dir", s.walDir).Int64("bytes", truncated).Msg("state: cut the torn tail of the log (writes never acknowledged)")
+	}
+	s.buffered = len(s.mem)
+	next := uint64(1)
+	for _, sg := range segs {
+		next = sg.index + 1
+		if sg.maxSeq > man.Seq {
+			s.memSegs = append(s.memSegs, sg.path)
+		} else if err := os.Remove(sg.path); err != nil {
+			return fmt.Errorf("remove flushed log segment: %w", err)
+		}
+	}
+	if s.wal, err = openWAL(s.walDir, next, s.opts.syncFile); err != nil {
+		return err
+	}
+	s.refreshFileStats(man)
+	s.stats.seq.Store(s.seq)
+	s.stats.manifestGen.Store(man.Generation)
+	s.log.Debug().Str("dir", s.dir).Uint64("seq", s.seq).Int("replayed", len(s.mem)).Int("files", len(man.Files)).Msg("state: opened")
+	return nil
+}
+
+func (s *Store) refreshFileStats(m manifest) {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	s.stats.files.Store(int64(len(m.Files)))
+	s.stats.fileBytes.Store(n)
+}
+
+// apply puts a record into the in-memory index. The caller holds idxMu or
+// owns the store exclusively.
+func (s *Store) apply(r *Record) {
+	switch r.Op {
+	case OpPut:
+		s.kv[r.Key] = entry{value: r.Value, seq: r.Seq, time: r.Time.UnixNano(), service: r.Service}
+	case OpDelete:
+		delete(s.kv, r.Key)
+	case OpEvent:
+		s.events = append(s.events, *r)
+	}
+}
+
+// Put stores value under key, durably, on behalf of service. It returns the
+// record's seq once the log holding it is fsynced.
+func (s *Store) Put(ctx context.Context, service, key string, value []byte) (uint64, error) {
+	return s.Apply(ctx, service, []Mutation{{Op: OpPut, Key: key, Value: value}})
+}
+
+// Delete removes key, durably (a tombstone record). Deleting a missing key
+// is not an error.
+func (s *Store) Delete(ctx context.Context, service, key string) (uint64, error) {
+	return s.Apply(ctx, service, []Mutation{{Op: OpDelete, Key: key}})
+}
+
+// AppendEvent appends body to the event log, durably, and returns its seq.
+func (s *Store) AppendEvent(ctx context.Context, service string, body []byte) (uint64, error) {
+	return s.Apply(ctx, service, []Mutation{{Op: OpEvent, Value: body}})
+}
+
+// Apply writes a batch atomically: after a crash either all of it is there or
+// none. It returns the seq of its last record once it is durable. The batch
+// may hold at most Options.Buffer records.
+func (s *Store) Apply(ctx context.Context, service string, muts []Mutation) (uint64, error) {
+	req, err := s.newRequest(service, muts)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.admit(ctx, len(req.recs)); err != nil {
+		return 0, err
+	}
+	defer s.inflight.Done()
+	if err := s.reserve(ctx, len(req.recs)); err != nil {
+		return 0, err
+	}
+	return s.submit(ctx, req)
+}
+
+func (s *Store) newRequest(service string, muts []Mutation) (*request, error) {
+	if len(muts) == 0 {
+		return nil, errors.New("empty batch")
+	}
+	if len(muts) > s.opts.Buffer {
+		return nil, fmt.Errorf("%w: batch of %d records, the buffer holds %d", ErrTooLarge, len(muts), s.opts.Buffer)
+	}
+	if len(service) > maxServiceLen {
+		return nil, fmt.Errorf("%w: service name of %d bytes", ErrTooLarge, len(service))
+	}
+	req := &request{recs: make([]Record, len(muts)), done: make(chan error, 1)}
+	size := frameHeader + 4
+	for i, m := range muts {
+		if err := s.validate(m); err != nil {
+			return nil, err
+		}
+		req.recs[i] = Record{Op: m.Op, Key: m.Key, Value: slices.Clone(m.Value), Service: service}
+		size += recordSize(&req.recs[i])
+	}
+	if size > maxFrame {
+		return nil, fmt.Errorf("%w: batch of %d bytes, the limit is %d", ErrTooLarge, size, maxFrame)
+	}
+	return req, nil
+}
+
+func (s *Store) validate(m Mutation) error {
+	switch m.Op {
+	case OpPut, OpDelete:
+		if err := ValidateKey(m.Key, s.opts.MaxKey); err != nil {
+			return err
+		}
+	case OpEvent:
+		if m.Key != "" {
+			return fmt.Errorf("%w: an event has no key", ErrBadKey)
+		}
+	default:
+		return fmt.Errorf("unknown op %d", m.Op)
+	}
+	if m.Op == OpDelete && len(m.Value) > 0 {
+		return errors.New("a delete carries no value")
+	}
+	if len(m.Value) > s.opts.MaxValue {
+		return fmt.Errorf("%w: value of %d bytes, the limit is %d", ErrTooLarge, len(m.Value), s.opts.MaxValue)
+	}
+	return nil
+}
+
+// admit registers an in-flight write unless the store is closed or failed.
+func (s *Store) admit(ctx context.Context, _ int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.failed != nil:
+		return s.failed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+// reserve waits until n more records fit in the buffer, for at most
+// Options.BufferWait.
+func (s *Store) reserve(ctx context.Context, n int) error {
+	var timer *time.Timer
+	for {
+		s.mu.Lock()
+		switch {
+		case s.failed != nil:
+			s.mu.Unlock()
+			return s.failed
+		case s.buffered+n <= s.opts.Buffer:
+			s.buffered += n
+			s.mu.Unlock()
+			return nil
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(s.opts.BufferWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-freed:
+		case <-timer.C:
+			return fmt.Errorf("%w: %d records waiting to be flushed after %v", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release gives n records of buffer back and wakes waiting writers.
+func (s *Store) release(n int) {
+	s.mu.Lock()
+	s.buffered -= n
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+func (s *Store) broadcastLocked() {
+	close(s.freed)
+	s.freed = make(chan struct{})
+}
+
+// submit hands req to the committer and waits for its answer. Once the
+// committer has it, the write happens even if ctx ends: the caller only
+// stops waiting.
+func (s *Store) submit(ctx context.Context, req *request) (uint64, error) {
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.release(len(req.recs))
+		return 0, ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return req.seq, err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("gave up waiting for the write to be durable (it may still be): %w", ctx.Err())
+	}
+}
+
+// fail makes err sticky: from now on every write fails with it (see Err).
+func (s *Store) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+		s.log.Error().Err(err).Str("dir", s.dir).Msg("state: write failed; refusing writes until reopened")
+		s.broadcastLocked()
+	}
+}
+
+// Err returns the sticky error that stopped writes, or nil.
+func (s *Store) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// Get returns the current version of key. The value is a copy.
+func (s *Store) Get(key string) (Entry, bool) {
+	s.idxMu.RLock()
+	e, ok := s.kv[key]
+	s.idxMu.RUnlock()
+	if !ok {
+		return Entry{}, false
+	}
+	return e.export(key), true
+}
+
+func (e entry) export(key string) Entry {
+	return Entry{Key: key, Value: slices.Clone(e.value), Seq: e.seq, Service: e.service, Time: time.Unix(0, e.time)}
+}
+
+// List returns the keys starting with prefix, sorted.
+func (s *Store) List(prefix string) []string {
+	s.idxMu.RLock()
+	keys := make([]string, 0, min(len(s.kv), 1024))
+	for k := range s.kv {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	s.idxMu.RUnlock()
+	slices.Sort(keys)
+	return keys
+}
+
+// Scan calls fn with every key starting with prefix and its current version,
+// in key order, until fn returns false. It works on a snapshot: writes that
+// happen during the scan are not seen.
+func (s *Store) Scan(prefix string, fn func(Entry) bool) {
+	type kv struct {
+		k string
+		e entry
+	}
+	s.idxMu.RLock()
+	snap := make([]kv, 0, min(len(s.kv), 1024))
+	for k, e := range s.kv {
+		if strings.HasPrefix(k, prefix) {
+			snap = append(snap, kv{k, e})
+		}
+	}
+	s.idxMu.RUnlock()
+	slices.SortFunc(snap, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+	for _, x := range snap {
+		if !fn(x.e.export(x.k)) {
+			return
+		}
+	}
+}
+
+// Events returns up to limit events with a seq greater than since, oldest
+// first. Their values are copies.
+func (s *Store) Events(since uint64, limit int) []Record {
+	s.idxMu.RLock()
+	defer s.idxMu.RUnlock()
+	i, _ := slices.BinarySearchFunc(s.events, since+1, func(r Record, seq uint64) int { return cmpUint(r.Seq, seq) })
+	n := min(limit, len(s.events)-i)
+	if n <= 0 {
+		return nil
+	}
+	out := make([]Record, n)
+	for j := range out {
+		out[j] = s.events[i+j]
+		out[j].Value = slices.Clone(out[j].Value)
+	}
+	return out
+}
+
+// Flush writes every record acknowledged so far into Parquet files and
+// returns when the manifest listing them is current.
+func (s *Store) Flush(ctx context.Context) error {
+	if err := s.admit(ctx, 0); err != nil {
+		return err
+	}
+	defer s.inflight.Done()
+	req := &request{flush: true, done: make(chan error, 1)}
+	_, err := s.submit(ctx, req)
+	return err
+}
+
+// Stats is a snapshot of a store's counters.
+type Stats struct {
+	Seq         uint64 // last seq acknowledged at the time of the call (approximate)
+	Keys        int
+	Events      int
+	Buffered    int // records admitted, not yet in Parquet
+	BufferCap   int
+	Files       int
+	FileBytes   int64
+	Manifest    uint64 // current manifest generation
+	Commits     uint64 // group commits (one log write and one fsync each)
+	Fsyncs      uint64 // every fsync and fdatasync, log and files
+	Records     uint64 // records committed since Open
+	Flushes     uint64
+	Compactions uint64
+	LastFlush   time.Duration
+	Failed      error
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	s.idxMu.RLock()
+	keys, events := len(s.kv), len(s.events)
+	s.idxMu.RUnlock()
+	s.mu.Lock()
+	buffered, failed := s.buffered, s.failed
+	s.mu.Unlock()
+	return Stats{
+		Keys: keys, Events: events, Buffered: buffered, BufferCap: s.opts.Buffer, Failed: failed,
+		Seq:   s.stats.seq.Load(),
+		Files: int(s.stats.files.Load()), FileBytes: s.stats.fileBytes.Load(), Manifest: s.stats.manifestGen.Load(),
+		Commits: s.stats.commits.Load(), Fsyncs: s.stats.fsyncs.Load(), Records: s.stats.records.Load(),
+		Flushes: s.stats.flushes.Load(), Compactions: s.stats.compactions.Load(),
+		LastFlush: time.Duration(s.stats.lastFlushNanos.Load()),
+	}
+}
+
+// RetryAfter estimates when a write refused with ErrBufferFull could succeed.
+func (s *Store) RetryAfter() time.Duration {
+	return max(time.Second, 2*time.Duration(s.stats.lastFlushNanos.Load()))
+}
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close waits for writes in flight, flushes the buffer into Parquet (unless
+// the store failed), stops its goroutines and releases the directory.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.inflight.Wait()
+	close(s.quit)
+	<-s.done
+	err := s.Err()
+	if err2 := s.wal.close(); err == nil {
+		err = err2
+	}
+	if err2 := s.lock.Unlock(); err2 != nil && err == nil {
+		err = fmt.Errorf("unlock %s: %w", s.lock.Path(), err2)
+	}
+	return err
+}

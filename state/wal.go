@@ -1,0 +1,228 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+const walSuffix = ".wal"
+
+func segmentName(index uint64) string { return fmt.Sprintf("%020d%s", index, walSuffix) }
+
+// wal is the open segment of the write-ahead log. Only the committer
+// goroutine uses it.
+type wal struct {
+	dir   string
+	sync  syncFunc
+	index uint64 // of the open segment
+	f     *os.File
+	size  int64
+}
+
+// openWAL starts a new, empty segment with the given index.
+func openWAL(dir string, index uint64, sync syncFunc) (*wal, error) {
+	w := &wal{dir: dir, sync: sync}
+	if err := w.create(index); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *wal) path() string { return filepath.Join(w.dir, segmentName(w.index)) }
+
+func (w *wal) create(index uint64) error {
+	path := filepath.Join(w.dir, segmentName(index))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create log segment: %w", err)
+	}
+	// The segment's name must be durable before any write to it is acknowledged.
+	if err := syncDir(w.dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	w.f, w.index, w.size = f, index, 0
+	return nil
+}
+
+// write appends frames and makes them durable: one write, one fdatasync.
+func (w *wal) write(frames []byte) error {
+	n, err := w.f.Write(frames)
+	w.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("append %d bytes to %s: %w", len(frames), w.path(), err)
+	}
+	return w.sync(w.f)
+}
+
+// rotate closes the open segment and starts the next; it returns the path of
+// the closed one.
+func (w *wal) rotate() (string, error) {
+	old := w.path()
+	if err := w.f.Close(); err != nil {
+		return "", fmt.Errorf("close log segment %s: %w", old, err)
+	}
+	if err := w.create(w.index + 1); err != nil {
+		return "", err
+	}
+	return old, nil
+}
+
+func (w *wal) close() error {
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("close log segment %s: %w", w.path(), err)
+	}
+	return nil
+}
+
+// segment is a log segment found on disk at recovery.
+type segment struct {
+	index  uint64
+	path   string
+	maxSeq uint64 // 0 when it holds no record
+}
+
+// listSegments returns the log segments in dir, oldest first.
+func listSegments(dir string) ([]segment, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read log folder: %w", err)
+	}
+	var segs []segment
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, walSuffix) {
+			continue
+		}
+		idx, err := strconv.ParseUint(strings.TrimSuffix(name, walSuffix), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: unexpected file %s in the log folder", ErrCorrupt, filepath.Join(dir, name))
+		}
+		segs = append(segs, segment{index: idx, path: filepath.Join(dir, name)})
+	}
+	slices.SortFunc(segs, func(a, b segment) int { return cmpUint(a.index, b.index) })
+	return segs, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// errTorn reports where a segment stops holding whole, valid frames.
+type errTorn struct {
+	offset int64
+	reason string
+}
+
+func (e *errTorn) Error() string { return fmt.Sprintf("torn at byte %d: %s", e.offset, e.reason) }
+
+// readSegment calls fn with the records of every valid frame of the segment
+// at path, in order. It returns *errTorn at the first frame that is
+// incomplete or fails its checksum.
+func readSegment(path string, fn func([]Record) error) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read log segment: %w", err)
+	}
+	var off int64
+	for len(data) > 0 {
+		if len(data) < frameHeader {
+			return &errTorn{off, "incomplete frame header"}
+		}
+		n := binary.LittleEndian.Uint32(data)
+		sum := binary.LittleEndian.Uint32(data[4:])
+		if n > maxFrame || int64(n) > int64(len(data)-frameHeader) {
+			return &errTorn{off, fmt.Sprintf("frame of %d bytes, %d remain", n, len(data)-frameHeader)}
+		}
+		payload := data[frameHeader : frameHeader+int(n)]
+		if crc32.Checksum(payload, castagnoli) != sum {
+			return &errTorn{off, "checksum mismatch"}
+		}
+		recs, err := decodePayload(payload)
+		if err != nil {
+			// A frame that passes its checksum but does not decode was
+			// written wrong: that is not a torn write.
+			return fmt.Errorf("%w: %s at byte %d: %w", ErrCorrupt, path, off, err)
+		}
+		if err := fn(recs); err != nil {
+			return err
+		}
+		data = data[frameHeader+int(n):]
+		off += frameHeader + int64(n)
+	}
+	return nil
+}
+
+// replayWAL reads every segment in dir and passes the records after seq
+// `after` to apply, checking that sequence numbers follow each other. A torn
+// tail in the last segment is cut off (it was never acknowledged); anywhere
+// else it is corruption. It returns the segments with their highest seq.
+func replayWAL(dir string, after uint64, sync syncFunc, apply func(Record)) (segs []segment, truncated int64, err error) {
+	segs, err = listSegments(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	next := after + 1
+	for i := range segs {
+		s := &segs[i]
+		err := readSegment(s.path, func(recs []Record) error {
+			for _, r := range recs {
+				s.maxSeq = r.Seq
+				if r.Seq < next {
+					continue // already in a Parquet file
+				}
+				if r.Seq != next {
+					return fmt.Errorf("%w: %s: record seq %d, expected %d", ErrCorrupt, s.path, r.Seq, next)
+				}
+				next++
+				apply(r)
+			}
+			return nil
+		})
+		var torn *errTorn
+		if errors.As(err, &torn) && i == len(segs)-1 {
+			truncated, err = truncateSegment(s.path, torn.offset, sync)
+		} else if torn != nil {
+			err = fmt.Errorf("%w: log segment %s (not the last one) %w", ErrCorrupt, s.path, err)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return segs, truncated, nil
+}
+
+// truncateSegment cuts the torn tail of the last segment; it returns how many
+// bytes were cut.
+func truncateSegment(path string, off int64, sync syncFunc) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open log segment to cut its torn tail: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if err := f.Truncate(off); err != nil {
+		return 0, fmt.Errorf("cut torn tail of %s at byte %d: %w", path, off, err)
+	}
+	if err := sync(f); err != nil {
+		return 0, err
+	}
+	return st.Size() - off, nil
+}

@@ -89,8 +89,13 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	if st, err := i.container.Status(); err != nil || st != libcontainer.Running {
 		return nil, nil, fmt.Errorf("container %s is not running (%v, %v)", rec.ID, st, err)
 	}
+	// The state's proxy died with the previous tori-run; serve it anew.
+	if err := i.startState(); err != nil {
+		return nil, nil, err
+	}
 	adopted, err := i.adoptServices(ctx)
 	if err != nil {
+		_ = i.stopState(ctx)
 		return nil, nil, err
 	}
 	i.Log.Info().Int("services", len(adopted)).Msg("adopted a running capsule")

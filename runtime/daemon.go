@@ -15,8 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -30,6 +33,8 @@ type DaemonOptions struct {
 	Socket string
 	// StopDeadline bounds the stop of every capsule at SIGTERM.
 	StopDeadline time.Duration
+	// MetricsAddr, if set, serves Prometheus metrics (GET /metrics) there.
+	MetricsAddr string
 }
 
 // CapsuleStatus is one capsule as the daemon reports it.
@@ -80,6 +85,21 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		o.StopDeadline = 60 * time.Second
 	}
 	o.Owner = OwnerDaemon
+	if o.MetricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		m, err := proxy.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		o.Metrics = m
+		ml, err := net.Listen("tcp", o.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		defer ml.Close()
+		msrv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(ml) }()
+	}
 	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}}
 	l, err := listenControl(o.Socket)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/state/proxy"
 )
 
 // An instance lives in <root>/instances/<id>/:
@@ -39,6 +40,7 @@ import (
 // libcontainer's state lives in <rundir>/containers/<id>, on tmpfs.
 type instancePaths struct {
 	Dir, Record, Lock, Rootfs, App, Upper, Work, Run, Socket string
+	State, StateSocket, Admin, AdminSocket                   string
 }
 
 func newInstancePaths(root, id string) instancePaths {
@@ -48,6 +50,8 @@ func newInstancePaths(root, id string) instancePaths {
 		Rootfs: filepath.Join(dir, "rootfs"), App: filepath.Join(dir, "app"),
 		Upper: filepath.Join(dir, "scratch", "upper"), Work: filepath.Join(dir, "scratch", "work"),
 		Run: filepath.Join(dir, "run"), Socket: filepath.Join(dir, "run", "init.sock"),
+		State: filepath.Join(dir, "state"), StateSocket: filepath.Join(dir, "state", "state.sock"),
+		Admin: filepath.Join(dir, "admin"), AdminSocket: filepath.Join(dir, "admin", "state.sock"),
 	}
 }
 
@@ -82,9 +86,13 @@ type Options struct {
 	Log          zerolog.Logger
 	// Owner marks the instances made: OwnerRun (default) or OwnerDaemon.
 	Owner string
+	// StateRoot holds each capsule's state (TORI_STATE_ROOT).
+	StateRoot string
+	// Metrics records the state proxies' requests (nil: none).
+	Metrics *proxy.Metrics
 }
 
-func (o *Options) stateRoot() string { return filepath.Join(o.RunDir, "containers") }
+func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
 
 // Instance is one running capsule: its container, cgroups and mounts.
 type Instance struct {
@@ -104,6 +112,7 @@ type Instance struct {
 	initProc  *libcontainer.Process
 	listener  *net.UnixListener
 	services  map[string]*cgroups.Group
+	state     *capsuleState
 }
 
 // Target is a resolved capsule: its manifest and app layers.
@@ -165,6 +174,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
 	}
+	if err := i.startState(); err != nil {
+		return i, err
+	}
 	if err := i.startContainer(); err != nil {
 		return i, err
 	}
@@ -174,7 +186,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 
 func (i *Instance) createDirs() error {
 	p := i.paths
-	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run} {
+	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Admin} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
@@ -188,7 +200,7 @@ func (i *Instance) createDirs() error {
 		owner = OwnerRun
 	}
 	rec := instanceRecord{ID: i.ID, Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: i.BuildSHA,
-		CgroupPath: i.cgroupName(), StateRoot: i.opts.stateRoot(), Created: time.Now().UTC(), Owner: owner}
+		CgroupPath: i.cgroupName(), StateRoot: i.opts.containerRoot(), Created: time.Now().UTC(), Owner: owner}
 	// Written, not synced: the record serves a later tori-run after this one
 	// died, which the page cache survives; a reboot takes the instance's
 	// processes, cgroups and mounts with it, and the sweep removes a folder
@@ -249,7 +261,8 @@ func (i *Instance) mountApp(appDir string) error {
 func (i *Instance) startContainer() error {
 	spec, err := buildSpec(specInput{
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, RunDir: i.paths.Run,
-		Binary: i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
+		StateDir: i.paths.State,
+		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
 		Env: []string{"PATH=" + capsulePath},
 	})
 	if err != nil {
@@ -277,7 +290,7 @@ func (i *Instance) startContainer() error {
 		return err
 	}
 	defer initLog.Close()
-	c, err := libcontainer.Create(i.opts.stateRoot(), i.ID, cfg)
+	c, err := libcontainer.Create(i.opts.containerRoot(), i.ID, cfg)
 	if err != nil {
 		return fmt.Errorf("creating container %s: %w", i.ID, err)
 	}
@@ -337,6 +350,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 	if i.container != nil {
 		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
+	errs = append(errs, i.stopState(ctx))
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
 	}

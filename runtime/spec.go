@@ -32,6 +32,7 @@ type specInput struct {
 	Rootfs      string // host folder that becomes /
 	App         string // host folder mounted at /app (the instance's overlay)
 	RunDir      string // host folder bound at /.tori/run (the init's socket)
+	StateDir    string // host folder bound at /run/tori (the state proxy's socket)
 	Binary      string // tori-run's own binary, bound at /.tori/tori-run
 	CgroupsPath string
 	CgroupNS    bool // a cgroup namespace (cgroup v2 hosts)
@@ -83,6 +84,7 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 		rspec.Mount{Destination: capsuleRunDir, Type: "bind", Source: in.RunDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
+		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
 	)
 	for _, v := range m.Volumes {
 		opts := []string{"rbind", "nosuid", "nodev"}
@@ -185,6 +187,7 @@ func serviceEnv(m *specs.Manifest, s *specs.Service, release, buildSHA string) [
 	env["TORI_RELEASE"] = release
 	env["TORI_BUILD_SHA"] = buildSHA
 	env["TORI_SERVICE"] = s.Name
+	env["TORI_STATE_SOCKET"] = capsuleStateSocket
 	out := make([]string, 0, len(env))
 	for k, v := range env {
 		out = append(out, k+"="+v)
@@ -211,6 +214,6 @@ func SpecFor(ref string, o Options) (*rspec.Spec, error) {
 	if h, err := cgroups.Detect(); err == nil {
 		unified = h.Mode == cgroups.Unified
 	}
-	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, RunDir: p.Run, Binary: o.Binary,
+	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, RunDir: p.Run, StateDir: p.State, Binary: o.Binary,
 		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}})
 }

@@ -17,7 +17,7 @@ func TestArtifactsCLI(t *testing.T) {
 	}
 	r := cli("build", "--from-dir", repo+"/examples/metacog", "--manifest", repo+"/examples/metacog/capsule.yml",
 		"--output-dir", out, "--build-sha", strings.Repeat("ab", 20))
-	if r.code != 0 || !strings.Contains(r.stdout, "capsule tori-metacognitive 2.1.0, 4 files") {
+	if r.code != 0 || !strings.Contains(r.stdout, "capsule tori-metacognitive 2.1.0, 5 files") {
 		t.Fatalf("build: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	archives, _ := filepath.Glob(filepath.Join(out, "capsule-tori-metacognitive-2.1.0-*.tar.gz"))
@@ -41,7 +41,7 @@ func TestArtifactsCLI(t *testing.T) {
 	if !strings.Contains(archives[0], rels[0].Digest[:12]) {
 		t.Errorf("archive name %s does not carry digest %s", archives[0], rels[0].Digest)
 	}
-	if r := cli("verify", "tori-metacognitive"); r.code != 0 || !strings.Contains(r.stdout, "4 files as installed") {
+	if r := cli("verify", "tori-metacognitive"); r.code != 0 || !strings.Contains(r.stdout, "5 files as installed") {
 		t.Fatalf("verify: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// Tamper with the installed tree: verify must say what changed and exit 1.

@@ -33,6 +33,7 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 	c.Flags().StringVar(&o.Socket, "socket", runtime.DefaultControlSocket, "the control API's Unix socket")
 	c.Flags().DurationVar(&o.StopDeadline, "stop-deadline", time.Minute, "time to stop every capsule at SIGTERM")
 	c.Flags().StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup to create the capsules' cgroups under (default: under tori-run's own)")
+	c.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
 	return c
 }
 
@@ -196,7 +197,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 				if ev.Delay > 0 {
 					extra = append(extra, "in "+ev.Delay.String())
 				}
-				if ev.Message != "" && !strings.Contains(strings.Join(extra, "; "), ev.Message) && !strings.HasPrefix(ev.Message, "restarting in") {
+				if ev.Message != "" && !strings.Contains(strings.Join(extra, "; "), ev.Message) && !strings.Contains(ev.Message, "restarting in") {
 					extra = append(extra, ev.Message)
 				}
 				_, err := fmt.Fprintf(g.stdout, "%s %s/%s %s (%s) %s\n", ev.Time.Local().Format("15:04:05.000"), ev.Capsule, ev.Service, ev.Type, ev.Reason, strings.Join(extra, "; "))

@@ -94,17 +94,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newEnableCmd(g),
 		newDisableCmd(g),
 	)
-	state := &cobra.Command{Use: "state", Short: "Inspect a capsule's state (get, put, ls, export)"}
-	for _, sub := range []*cobra.Command{
-		notYet("get NAME KEY", "Print the value of a key", 6, cobra.ExactArgs(2)),
-		notYet("put NAME KEY VALUE", "Set a key", 6, cobra.ExactArgs(3)),
-		notYet("ls NAME [PREFIX]", "List keys", 6, cobra.RangeArgs(1, 2)),
-		notYet("export NAME", "Write a capsule's state as one Parquet file or JSON lines", 6, cobra.ExactArgs(1)),
-	} {
-		sub.Args = usageArgs(sub.Args)
-		state.AddCommand(sub)
-	}
-	add("run", state)
+	add("run", newStateCmd(g))
 	add("other", newVersionCmd(g))
 	return root
 }

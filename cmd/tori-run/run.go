@@ -16,6 +16,7 @@ func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
 		CgroupParent: cgroupParent,
 		Slice:        slice,
 		Log:          g.log,
+		StateRoot:    envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot),
 	}
 }
 

@@ -3,22 +3,30 @@
 
 One program, two roles chosen by TORI_SERVICE (or --role):
 
-  tori-metacog   scores a stream of observations for novelty and reports the
-                 ones above TORI_NOVELTY_THRESHOLD;
-  tori-observer  watches the capsule: its own resource use and the limits it
-                 runs under, reported as a heartbeat.
+  tori-metacog   scores a stream of observations for novelty, reports the
+                 ones above TORI_NOVELTY_THRESHOLD, and records each in the
+                 capsule's state (key observations/NNNNNN, and an event for
+                 novel ones) through the state proxy;
+  tori-observer  watches the capsule: its own resource use, the limits it
+                 runs under, and the observations recorded so far.
+
+Outside a capsule (no TORI_STATE_SOCKET) nothing is recorded.
 
 Both log one line per event to stdout, and stop cleanly on SIGTERM or SIGINT
 (finish the current step, say so, exit 0).
 """
 
 import argparse
+import json
 import math
 import os
 import random
 import signal
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tori_state  # noqa: E402  (vendored from clients/python: stdlib only)
 
 stopping = False
 
@@ -53,10 +61,20 @@ def sleep(seconds):
         time.sleep(min(0.05, end - time.monotonic()))
 
 
+def state_client():
+    if not os.environ.get(tori_state.SOCKET_ENV):
+        return None
+    return tori_state.Client()
+
+
 def metacog(interval, ticks):
     threshold = env_float("TORI_NOVELTY_THRESHOLD", 0.01)
     rng = random.Random(os.getpid())
     mean, n, novel = 0.0, 0, 0
+    state = state_client()
+    if state is not None:
+        n = len(state.list("observations/"))  # carry on from the state a previous run left
+        log("found %d observations in the capsule's state" % n)
     while not stopping and (ticks == 0 or n < ticks):
         x = rng.gauss(0.0, 1.0)
         n += 1
@@ -67,6 +85,11 @@ def metacog(interval, ticks):
             log("observation %d novelty=%.4f above threshold %.4f (%d novel so far)" % (n, novelty, threshold, novel))
         else:
             log("observation %d novelty=%.4f below threshold" % (n, novelty))
+        if state is not None:
+            record = {"n": n, "x": round(x, 6), "novelty": round(novelty, 6), "novel": novelty > threshold}
+            state.put("observations/%06d" % n, json.dumps(record, sort_keys=True))  # returns once durable; waits out 429s
+            if novelty > threshold:
+                state.append_event({"type": "novel", "n": n, "novelty": round(novelty, 6)})
         sleep(interval)
     log("stopped cleanly after %d observations, %d novel" % (n, novel))
 
@@ -81,6 +104,7 @@ def read(path):
 
 def observer(interval, ticks):
     n = 0
+    state = state_client()
     while not stopping and (ticks == 0 or n < ticks):
         n += 1
         rss = "?"
@@ -89,8 +113,14 @@ def observer(interval, ticks):
             if line.startswith("VmRSS:"):
                 rss = line.split(":", 1)[1].strip()
         limit = read("/sys/fs/cgroup/memory.max") or read("/sys/fs/cgroup/memory/memory.limit_in_bytes") or "?"
-        log("heartbeat %d: pid=%d rss=%s memory limit=%s capsule=%s release=%s" % (
-            n, os.getpid(), rss, limit, os.environ.get("TORI_CAPSULE", "-"), os.environ.get("TORI_RELEASE", "-")[:12]))
+        seen = ""
+        if state is not None:
+            keys = state.list("observations/")
+            if keys:
+                last = json.loads(state.get(keys[-1]))
+                seen = " observations=%d last novelty=%.4f" % (len(keys), last["novelty"])
+        log("heartbeat %d: pid=%d rss=%s memory limit=%s capsule=%s release=%s%s" % (
+            n, os.getpid(), rss, limit, os.environ.get("TORI_CAPSULE", "-"), os.environ.get("TORI_RELEASE", "-")[:12], seen))
         sleep(interval)
     log("stopped cleanly after %d heartbeats" % n)
 

@@ -294,22 +294,29 @@ func (s *initServer) forward(sig syscall.Signal) {
 // the kernel reports such a peer's pid as 0. A service inside the capsule
 // that finds the socket cannot use it to start processes.
 func checkPeerOutside(c *net.UnixConn) error {
-	raw, err := c.SyscallConn()
+	cred, err := peerCred(c)
 	if err != nil {
 		return err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return cerr
 	}
 	if cred.Pid != 0 || cred.Uid != 0 {
 		return fmt.Errorf("peer pid %d uid %d is inside the capsule or not root", cred.Pid, cred.Uid)
 	}
 	return nil
+}
+
+// peerCred reads the credentials of the process at the other end of c, as
+// the kernel saw them at connect (pid in our PID namespace, 0 if outside).
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return nil, err
+	}
+	return cred, cerr
 }
 
 func writeMsg(c *net.UnixConn, v any, fds []int) error {

@@ -474,18 +474,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 type peerKey struct{}
 
-// peerOf reads the connecting process's credentials.
+// peerOf reads the connecting process's credentials (nil if unknown).
 func peerOf(c net.Conn) *unix.Ucred {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil
 	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	var cred *unix.Ucred
-	_ = raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	cred, _ := peerCred(uc)
 	return cred
 }
 

@@ -113,29 +113,73 @@ func (i *Instance) identify(pid int32) (string, error) {
 	return "", fmt.Errorf("pid %d is not a service of capsule %s", pid, i.Manifest.Name)
 }
 
-// StateClient returns a client of a running capsule's state (through its
-// admin socket), or nil when the capsule does not run.
-func StateClient(root, capsule string) *client.Client {
+// CapsuleState reads and writes a capsule's state for tori-run state:
+// through the running capsule's admin socket, or, when it does not run, the
+// store opened directly.
+type CapsuleState interface {
+	Get(ctx context.Context, key string) ([]byte, error) // ErrNoKey when absent
+	Put(ctx context.Context, key string, value []byte) error
+	List(ctx context.Context, prefix string) ([]string, error)
+	Export(ctx context.Context, w io.Writer, format string) error // "parquet" or "jsonl"
+	Close() error
+}
+
+// ErrNoKey is a key with no value.
+var ErrNoKey = errors.New("no such key")
+
+// OpenCapsuleState returns the way to a capsule's state.
+func OpenCapsuleState(root, stateRoot, capsule string) (CapsuleState, error) {
 	socks, _ := filepath.Glob(filepath.Join(root, "instances", capsule+"-*", "admin", "state.sock"))
 	for _, s := range socks {
 		if c, err := net.Dial("unix", s); err == nil {
 			c.Close()
-			return client.New(s, client.Options{})
+			return proxyState{client.New(s, client.Options{})}, nil
 		}
 	}
-	return nil
+	st, err := state.Open(StateDir(stateRoot, capsule), state.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return storeState{st}, nil
 }
 
-// OpenState opens a capsule's store directly, when no instance owns it.
-func OpenState(stateRoot, capsule string) (*state.Store, error) {
-	return state.Open(StateDir(stateRoot, capsule), state.Options{})
+type proxyState struct{ *client.Client }
+
+func (p proxyState) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := p.Client.Get(ctx, key)
+	if errors.Is(err, client.ErrNotFound) {
+		return nil, fmt.Errorf("%q: %w", key, ErrNoKey)
+	}
+	return v, err
 }
 
-// ExportState writes a store's current state as "parquet" or "jsonl".
-func ExportState(st *state.Store, w io.Writer, format string) error {
+func (p proxyState) Close() error { p.Client.Close(); return nil }
+
+type storeState struct{ st *state.Store }
+
+func (s storeState) Get(_ context.Context, key string) ([]byte, error) {
+	e, ok := s.st.Get(key)
+	if !ok {
+		return nil, fmt.Errorf("%q: %w", key, ErrNoKey)
+	}
+	return e.Value, nil
+}
+
+func (s storeState) Put(ctx context.Context, key string, value []byte) error {
+	_, err := s.st.Put(ctx, "tori-run", key, value)
+	return err
+}
+
+func (s storeState) List(_ context.Context, prefix string) ([]string, error) {
+	return s.st.List(prefix), nil
+}
+
+func (s storeState) Export(_ context.Context, w io.Writer, format string) error {
 	f := state.FormatJSONL
 	if format == "parquet" {
 		f = state.FormatParquet
 	}
-	return st.Export(w, f)
+	return s.st.Export(w, f)
 }
+
+func (s storeState) Close() error { return s.st.Close() }

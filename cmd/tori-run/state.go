@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -20,29 +19,26 @@ func newStateCmd(g *globals) *cobra.Command {
 state proxy's admin socket (root only); otherwise by opening its state folder
 (TORI_STATE_ROOT/NAME) directly.`,
 	}
-	stateRoot := func() string { return envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot) }
+	// with opens the capsule's state for one command.
+	with := func(name string, fn func(runtime.CapsuleState) error) error {
+		cs, err := runtime.OpenCapsuleState(g.root, envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot), name)
+		if err != nil {
+			return err
+		}
+		defer cs.Close()
+		return fn(cs)
+	}
 	get := &cobra.Command{
 		Use: "get NAME KEY", Short: "Print the value of a key", Args: usageArgs(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if c := runtime.StateClient(g.root, args[0]); c != nil {
-				v, err := c.Get(cmd.Context(), args[1])
+			return with(args[0], func(cs runtime.CapsuleState) error {
+				v, err := cs.Get(cmd.Context(), args[1])
 				if err != nil {
 					return err
 				}
 				_, err = g.stdout.Write(v)
 				return err
-			}
-			st, err := runtime.OpenState(stateRoot(), args[0])
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			e, ok := st.Get(args[1])
-			if !ok {
-				return fmt.Errorf("%s: no key %q", args[0], args[1])
-			}
-			_, err = g.stdout.Write(e.Value)
-			return err
+			})
 		},
 	}
 	put := &cobra.Command{
@@ -57,16 +53,7 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 					return err
 				}
 			}
-			if c := runtime.StateClient(g.root, args[0]); c != nil {
-				return c.Put(cmd.Context(), args[1], value)
-			}
-			st, err := runtime.OpenState(stateRoot(), args[0])
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			_, err = st.Put(cmd.Context(), "tori-run", args[1], value)
-			return err
+			return with(args[0], func(cs runtime.CapsuleState) error { return cs.Put(cmd.Context(), args[1], value) })
 		},
 	}
 	ls := &cobra.Command{
@@ -76,24 +63,13 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 			if len(args) == 2 {
 				prefix = args[1]
 			}
-			var keys []string
-			if c := runtime.StateClient(g.root, args[0]); c != nil {
-				var err error
-				if keys, err = c.List(cmd.Context(), prefix); err != nil {
-					return err
+			return with(args[0], func(cs runtime.CapsuleState) error {
+				keys, err := cs.List(cmd.Context(), prefix)
+				if err == nil && len(keys) > 0 {
+					_, err = fmt.Fprintln(g.stdout, strings.Join(keys, "\n"))
 				}
-			} else {
-				st, err := runtime.OpenState(stateRoot(), args[0])
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				keys = st.List(prefix)
-			}
-			if len(keys) > 0 {
-				fmt.Fprintln(g.stdout, strings.Join(keys, "\n"))
-			}
-			return nil
+				return err
+			})
 		},
 	}
 	var format, output string
@@ -107,26 +83,21 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 			if format == "parquet" && output == "" {
 				return usagef("export: Parquet is binary: give -o FILE")
 			}
-			var buf bytes.Buffer
-			if c := runtime.StateClient(g.root, args[0]); c != nil {
-				if err := c.Export(cmd.Context(), &buf, format); err != nil {
-					return err
+			return with(args[0], func(cs runtime.CapsuleState) error {
+				if output == "" {
+					return cs.Export(cmd.Context(), g.stdout, format)
 				}
-			} else {
-				st, err := runtime.OpenState(stateRoot(), args[0])
+				f, err := os.Create(output)
 				if err != nil {
 					return err
 				}
-				defer st.Close()
-				if err := runtime.ExportState(st, &buf, format); err != nil {
+				if err := cs.Export(cmd.Context(), f, format); err != nil {
+					f.Close()
+					os.Remove(output)
 					return err
 				}
-			}
-			if output == "" {
-				_, err := g.stdout.Write(buf.Bytes())
-				return err
-			}
-			return os.WriteFile(output, buf.Bytes(), 0o644)
+				return f.Close()
+			})
 		},
 	}
 	export.Flags().StringVar(&format, "format", "jsonl", "parquet or jsonl")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -23,6 +24,7 @@ const (
 	KindAppDir   = "app-dir"  // a folder holding the app (and usually capsule.yml)
 	KindZip      = "zip"      // a zip of the app
 	KindRelease  = "release"  // an installed release folder
+	KindArchive  = "archive"  // a capsule archive (tori-run build's output)
 	KindHost     = "host"     // no target: the host alone
 )
 
@@ -129,6 +131,8 @@ func (r *Report) validateTarget(target string, o ValidateOptions) *specs.Manifes
 		return r.checkDir(target, o)
 	case strings.HasSuffix(strings.ToLower(target), ".zip"):
 		return r.checkZip(target, o)
+	case isArchiveName(target):
+		return r.checkArchive(target, o)
 	default:
 		r.Kind = KindManifest
 		// The manifest's folder is usually the app: check pins there when
@@ -180,6 +184,41 @@ func (r *Report) checkZip(file string, o ValidateOptions) *specs.Manifest {
 	}
 	r.manifestOK(m, o.Slice)
 	r.checkApp(m, app)
+	return m
+}
+
+func isArchiveName(p string) bool {
+	p = strings.ToLower(p)
+	for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar"} {
+		if strings.HasSuffix(p, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkArchive checks the manifest a capsule archive carries and what its
+// metadata says; the digest and every file are verified by install.
+func (r *Report) checkArchive(file string, o ValidateOptions) *specs.Manifest {
+	r.Kind = KindArchive
+	manifest, meta, err := release.ReadManifest(file)
+	if err != nil {
+		r.add(Finding{Check: "archive", Status: StatusFail, Message: err.Error(), Hint: "give an archive made by tori-run build"})
+		return nil
+	}
+	m, err := specs.Parse(strings.NewReader(string(manifest)), file+"!/capsule.yml")
+	if err != nil {
+		r.addErr("manifest", err, "")
+		return nil
+	}
+	r.manifestOK(m, o.Slice)
+	sha := meta.BuildSHA
+	if sha == "" {
+		sha = "none"
+	}
+	r.add(Finding{Check: "archive", Status: StatusPass, File: file,
+		Message: fmt.Sprintf("%d files, content %s, build SHA %s, built by tori-run %s; install verifies the digest and every file",
+			len(meta.Files), meta.ContentDigest, sha, meta.ToolVersion)})
 	return m
 }
 

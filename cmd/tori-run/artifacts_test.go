@@ -24,6 +24,9 @@ func TestArtifactsCLI(t *testing.T) {
 	if len(archives) != 1 {
 		t.Fatalf("archives: %v", archives)
 	}
+	if r := cli("validate", archives[0]); r.code != 0 || !strings.Contains(r.stdout, "(archive)") || !strings.Contains(r.stdout, "PASS  archive") {
+		t.Fatalf("validate archive: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := cli("install", archives[0]); r.code != 0 || !strings.HasPrefix(r.stdout, "installed tori-metacognitive 2.1.0") {
 		t.Fatalf("install: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

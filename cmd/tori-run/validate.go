@@ -17,7 +17,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 		asJSON bool
 	)
 	c := &cobra.Command{
-		Use:   "validate [capsule.yml | APP-DIR | APP.zip | RELEASE-DIR] [--host]",
+		Use:   "validate [capsule.yml | APP-DIR | APP.zip | CAPSULE.tar.gz | RELEASE-DIR] [--host]",
 		Short: "Check a manifest, its app's pins, and the host",
 		Long: `Check a capsule manifest strictly (every problem, with file, line and field),
 the app's pinned requirements and entrypoint when an app folder or zip is

@@ -254,7 +254,7 @@ func TestBadSetups(t *testing.T) {
 	requireRoot(t)
 	for _, tc := range []struct{ name, ref, body, want string }{
 		{"missing release", "no-such-capsule", "", "not a capsule.yml, an app folder or an installed release"},
-		{"unknown layer", "", "layers: [" + strings.Repeat("ab", 32) + "]\nservices:\n  a: { command: /bin/true }\n", "only the host layer is supported"},
+		{"unknown layer", "", "layers: [" + strings.Repeat("ab", 32) + "]\nservices:\n  a: { command: /bin/true }\n", "is not an installed release"},
 		{"missing volume", "", "volumes: [/nonexistent/tori-vol:/data]\nservices:\n  a: { command: /bin/true }\n", "the host path /nonexistent/tori-vol does not exist"},
 		{"missing program", "", "services:\n  a: { command: ./not-there }\n", "not-there is not in the app"},
 	} {

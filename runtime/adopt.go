@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/gofrs/flock"
 	"github.com/opencontainers/runc/libcontainer"
@@ -111,6 +112,7 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 		return nil, fmt.Errorf("the capsule's init does not answer at %s: %w", i.paths.Socket, err)
 	}
 	conn := c.(*net.UnixConn)
+	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
 	if err := writeMsg(conn, initRequest{Op: "adopt"}, nil); err != nil {
 		conn.Close()
 		return nil, err
@@ -152,6 +154,7 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 		byPid[p.Pid] = svc
 		out = append(out, a)
 	}
+	_ = conn.SetDeadline(time.Time{})
 	go dispatchExits(conn, byPid)
 	return out, nil
 }

@@ -41,6 +41,7 @@ import (
 type instancePaths struct {
 	Dir, Record, Lock, Rootfs, App, Upper, Work, Run, Socket string
 	State, StateSocket, Admin, AdminSocket                   string
+	RootUpper, RootWork                                      string
 }
 
 func newInstancePaths(root, id string) instancePaths {
@@ -52,6 +53,7 @@ func newInstancePaths(root, id string) instancePaths {
 		Run: filepath.Join(dir, "run"), Socket: filepath.Join(dir, "run", "init.sock"),
 		State: filepath.Join(dir, "state"), StateSocket: filepath.Join(dir, "state", "state.sock"),
 		Admin: filepath.Join(dir, "admin"), AdminSocket: filepath.Join(dir, "admin", "state.sock"),
+		RootUpper: filepath.Join(dir, "scratch", "root-upper"), RootWork: filepath.Join(dir, "scratch", "root-work"),
 	}
 }
 
@@ -119,6 +121,9 @@ type Instance struct {
 type Target struct {
 	Manifest *specs.Manifest
 	AppDir   string
+	// Layers are the rootfs layers' folders, top first; nil on the host
+	// layer.
+	Layers   []string
 	Release  string
 	BuildSHA string
 }
@@ -171,6 +176,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
+	if err := i.mountRoot(t.Layers); err != nil {
+		return i, err
+	}
 	if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
 	}
@@ -186,7 +194,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 
 func (i *Instance) createDirs() error {
 	p := i.paths
-	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Admin} {
+	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Admin, p.RootUpper, p.RootWork} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
@@ -241,6 +249,21 @@ func (i *Instance) createCgroups() error {
 	i.group = g
 	for _, u := range unenforced {
 		i.Log.Warn().Str("limit", u).Msg("limit not enforced on this host")
+	}
+	return nil
+}
+
+// mountRoot makes the capsule's / from rootfs layers: their overlay under a
+// scratch layer (libcontainer makes mount points in it; the root is made
+// read-only once the container is set up). With the host layer, / stays an
+// empty folder with the host's system folders bound in.
+func (i *Instance) mountRoot(layers []string) error {
+	if len(layers) == 0 {
+		return nil
+	}
+	l := overlay.Layers{Lower: layers, Upper: i.paths.RootUpper, Work: i.paths.RootWork, Volatile: true}
+	if err := overlay.Mount(l, i.paths.Rootfs); err != nil {
+		return fmt.Errorf("mounting the rootfs layers: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,10 +39,11 @@ func Resolve(ref string, o Options) (*Target, error) {
 		if err := specs.CheckApp(m, os.DirFS(app)); err != nil {
 			return nil, err
 		}
-		if err := checkLayers(m); err != nil {
+		layers, err := resolveLayers(m, o)
+		if err != nil {
 			return nil, err
 		}
-		return &Target{Manifest: m, AppDir: app, Release: "unreleased"}, nil
+		return &Target{Manifest: m, AppDir: app, Layers: layers, Release: "unreleased"}, nil
 	}
 	store, err := release.Open(o.Root)
 	if err != nil {
@@ -55,19 +57,36 @@ func Resolve(ref string, o Options) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkLayers(m); err != nil {
+	layers, err := resolveLayers(m, o)
+	if err != nil {
 		return nil, err
 	}
-	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil
+	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil
 }
 
-// checkLayers refuses layers this version cannot run yet, before anything
-// is created.
-func checkLayers(m *specs.Manifest) error {
+// resolveLayers finds the folders of the layers under the app, before
+// anything is created: nil for the host layer; otherwise, top first, the
+// app/ tree of each installed release a digest names (a rootfs layer).
+func resolveLayers(m *specs.Manifest, o Options) ([]string, error) {
 	if len(m.Layers) == 1 && m.Layers[0] == specs.LayerHost {
-		return nil
+		return nil, nil
 	}
-	return fmt.Errorf("%s: layers %v: only the host layer is supported so far; rootfs layers are not installed by this version", m.Source, m.Layers)
+	if slices.Contains(m.Layers, specs.LayerHost) {
+		return nil, fmt.Errorf("%s: layers %v: the host layer cannot be stacked with rootfs layers; use either [host] or rootfs digests", m.Source, m.Layers)
+	}
+	store, err := release.Open(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, d := range m.Layers {
+		rel, err := store.Resolve("sha256:" + d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: layer %s is not an installed release (install the rootfs layer's archive first): %w", m.Source, d, err)
+		}
+		dirs = append(dirs, filepath.Join(rel.Path, "app"))
+	}
+	return dirs, nil
 }
 
 // RunResult is what a foreground run did: how each service stands at the

@@ -142,6 +142,10 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 		return nil, fmt.Errorf("starting %s: the capsule's init does not answer at %s: %w", label, i.paths.Socket, err)
 	}
 	conn := c.(*net.UnixConn)
+	// The answer comes in milliseconds from a live init; the deadline turns
+	// an init that never started (or died) into an error, not a hang, since
+	// the listening socket accepts connections either way.
+	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
 	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
 		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), CgroupVersion: g.Version()}
 	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
@@ -169,6 +173,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 		closeFiles(files)
 		return nil, fmt.Errorf("starting %s: the init sent %d files, expected a pidfd", label, len(files))
 	}
+	_ = conn.SetDeadline(time.Time{}) // the exit message comes when it comes
 	svc := &Service{Name: label, Pid: rep.Pid, HostPid: pidfdPid(files[0]), Group: g, pidfd: files[0], conn: conn, oomBase: oomBase, done: make(chan struct{})}
 	go svc.awaitExit()
 	i.Log.Debug().Str(FieldService, label).Int(FieldPID, svc.HostPid).Msg("process started")
@@ -211,6 +216,10 @@ func (i *Instance) Exec(ctx context.Context, service string, argv []string) erro
 	}
 	return nil
 }
+
+// initAnswerTimeout bounds a request to the capsule's init (generous: a
+// TCG guest is 10-20x slower than real hardware).
+const initAnswerTimeout = 30 * time.Second
 
 // pidfdPid reads the host pid behind a pidfd (its fdinfo's Pid: line); 0
 // if it cannot be read. For display only: the pidfd is what is used.

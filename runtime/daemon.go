@@ -42,7 +42,7 @@ type CapsuleStatus struct {
 	Name     string                     `json:"name"`
 	Release  string                     `json:"release"`
 	Instance string                     `json:"instance,omitempty"`
-	State    string                     `json:"state"` // running, stopped, failed
+	State    string                     `json:"state"` // starting, running, stopping, stopped, failed
 	Error    string                     `json:"error,omitempty"`
 	Services []supervisor.ServiceStatus `json:"services,omitempty"`
 	Since    time.Time                  `json:"since"`
@@ -180,20 +180,22 @@ func (d *Daemon) start(name string) error {
 	if !ok {
 		return fmt.Errorf("capsule %q is not enabled (tori-run enable %s)", name, name)
 	}
+	// The slot is taken under the lock before launching, so two start
+	// requests at once cannot make two instances.
 	d.mu.Lock()
-	if m := d.capsules[name]; m != nil && m.state == "running" {
+	if m := d.capsules[name]; m != nil && (m.state == "running" || m.state == "starting") {
 		d.mu.Unlock()
 		return nil
 	}
+	m := &managed{name: name, release: ref, since: time.Now(), state: "starting"}
+	d.capsules[name] = m
 	d.mu.Unlock()
-	m := &managed{name: name, release: ref, since: time.Now()}
 	err = d.launch(m, ref)
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err != nil {
 		m.state, m.err = "failed", err.Error()
 	}
-	d.mu.Lock()
-	d.capsules[name] = m
-	d.mu.Unlock()
 	return err
 }
 
@@ -225,7 +227,9 @@ func (d *Daemon) launch(m *managed, ref string) error {
 		_ = inst.Destroy(ctx)
 		return err
 	}
+	d.mu.Lock()
 	m.inst, m.sup, m.state = inst, sup, "running"
+	d.mu.Unlock()
 	d.forward(m)
 	return sup.Start(ctx)
 }
@@ -253,7 +257,9 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 			_ = a.Kill()
 		}
 	}
+	d.mu.Lock()
 	m.inst, m.sup, m.state, m.adopted = inst, sup, "running", true
+	d.mu.Unlock()
 	d.forward(m)
 	return sup.Start(ctx)
 }
@@ -285,8 +291,12 @@ func (d *Daemon) publish(ev DaemonEvent) {
 func (d *Daemon) stop(ctx context.Context, name string) error {
 	d.mu.Lock()
 	m := d.capsules[name]
+	running := m != nil && m.state == "running"
+	if running {
+		m.state = "stopping"
+	}
 	d.mu.Unlock()
-	if m == nil || m.state != "running" {
+	if !running {
 		return nil
 	}
 	var errs []error
@@ -374,8 +384,9 @@ func (d *Daemon) act(ctx context.Context, action, target string) error {
 	}
 	d.mu.Lock()
 	m := d.capsules[name]
+	running := m != nil && m.state == "running"
 	d.mu.Unlock()
-	if m == nil || m.state != "running" {
+	if !running {
 		return fmt.Errorf("capsule %q is not running", name)
 	}
 	switch action {

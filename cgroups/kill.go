@@ -51,6 +51,12 @@ func (g *Group) killV2(d groupDir) error {
 
 func (g *Group) killFrozen() error {
 	b := newBackoff(KillTimeout)
+	// An empty group is the common case (the supervisor kills a service's
+	// tree after its main process ended): answer it without building the
+	// freezer's manager.
+	if pids, err := g.Procs(); err == nil && len(pids) == 0 {
+		return nil
+	}
 	m, err := g.manager(nil)
 	if err != nil {
 		return err

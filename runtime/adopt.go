@@ -128,7 +128,7 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 	}
 	for {
 		var p adoptedProc
-		files, err := readMsg(conn, &p)
+		files, err := readMsgN(conn, &p, maxAnswer)
 		if err != nil {
 			closeFiles(files)
 			return fail(fmt.Errorf("adopting: %w", err))
@@ -177,7 +177,7 @@ func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
 	defer conn.Close()
 	for {
 		var ex initExit
-		files, err := readMsg(conn, &ex)
+		files, err := readMsgN(conn, &ex, maxAnswer)
 		closeFiles(files)
 		if err != nil {
 			for _, s := range byPid {

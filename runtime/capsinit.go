@@ -332,9 +332,19 @@ func writeMsg(c *net.UnixConn, v any, fds []int) error {
 	return err
 }
 
-// readMsg reads one packet into v and returns the files that came with it.
+// readMsg reads one packet (a request: up to maxPacket) into v and returns
+// the files that came with it.
 func readMsg(c *net.UnixConn, v any) ([]*os.File, error) {
-	buf := make([]byte, maxPacket)
+	return readMsgN(c, v, maxPacket)
+}
+
+// maxAnswer bounds an answer or exit message of the init: small JSON. A
+// waiting service holds its buffer for its whole life, so it stays small.
+const maxAnswer = 4 << 10
+
+// readMsgN reads one packet of at most size bytes.
+func readMsgN(c *net.UnixConn, v any, size int) ([]*os.File, error) {
+	buf := make([]byte, size)
 	oob := make([]byte, unix.CmsgSpace(64*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {

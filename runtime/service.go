@@ -157,7 +157,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 		return nil, fmt.Errorf("starting %s: %w", label, err)
 	}
 	var rep initReply
-	files, err := readMsg(conn, &rep)
+	files, err := readMsgN(conn, &rep, maxAnswer)
 	if err != nil {
 		conn.Close()
 		closeFiles(files)
@@ -248,7 +248,7 @@ func permanentErrno(e string) bool {
 // awaitExit waits for the init's exit message (or a lost connection).
 func (s *Service) awaitExit() {
 	var ex initExit
-	files, err := readMsg(s.conn, &ex)
+	files, err := readMsgN(s.conn, &ex, maxAnswer)
 	closeFiles(files)
 	_ = s.conn.Close()
 	if err != nil {

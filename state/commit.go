@@ -26,12 +26,28 @@ type flushResult struct {
 // (group commit), then answers them all.
 func (s *Store) committer(flusherDone chan struct{}) {
 	defer close(s.done)
-	var tick <-chan time.Time
-	if s.opts.FlushInterval > 0 {
-		t := time.NewTicker(s.opts.FlushInterval)
-		defer t.Stop()
-		tick = t.C
+	// The flush timer runs only while records wait in the buffer: an idle
+	// store makes no wakeups at all (no polling).
+	var (
+		timer *time.Timer
+		tick  <-chan time.Time
+	)
+	arm := func() {
+		if s.opts.FlushInterval <= 0 || tick != nil || len(s.mem) == 0 {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(s.opts.FlushInterval)
+		} else {
+			timer.Reset(s.opts.FlushInterval)
+		}
+		tick = timer.C
 	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	buf := make([]byte, 0, 64<<10)
 	group := make([]*request, 0, 64)
 	for {
@@ -40,12 +56,16 @@ func (s *Store) committer(flusherDone chan struct{}) {
 			group = s.drain(append(group[:0], req))
 			buf = s.commit(group, buf[:0])
 			clear(group)
+			arm()
 		case res := <-s.results:
 			s.flushed(res)
+			arm()
 		case <-tick:
+			tick = nil
 			if !s.flushing && len(s.mem) > 0 {
 				s.startFlush()
 			}
+			arm()
 		case <-s.quit:
 			s.shutdown(flusherDone)
 			return

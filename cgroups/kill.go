@@ -54,7 +54,7 @@ func (g *Group) killFrozen() error {
 	// An empty group is the common case (the supervisor kills a service's
 	// tree after its main process ended): answer it without building the
 	// freezer's manager.
-	if pids, err := g.Procs(); err == nil && len(pids) == 0 {
+	if pids, err := g.others(); err == nil && len(pids) == 0 {
 		return nil
 	}
 	m, err := g.manager(nil)
@@ -62,13 +62,11 @@ func (g *Group) killFrozen() error {
 		return err
 	}
 	canFreeze := g.version == 2 || slices.ContainsFunc(g.dirs, func(d groupDir) bool { return d.has("freezer") })
-	self := os.Getpid()
 	for {
-		pids, err := g.Procs()
+		pids, err := g.others()
 		if err != nil {
-			return fmt.Errorf("kill cgroup %s: %w", g.path, err)
+			return err
 		}
-		pids = slices.DeleteFunc(pids, func(p int) bool { return p == self })
 		if len(pids) == 0 {
 			return nil
 		}
@@ -78,11 +76,10 @@ func (g *Group) killFrozen() error {
 			// fatal: the kill rounds go on without it.
 			frozen = m.Freeze(lib.Frozen) == nil
 			if frozen {
-				if pids, err = g.Procs(); err != nil {
+				if pids, err = g.others(); err != nil {
 					_ = m.Freeze(lib.Thawed)
-					return fmt.Errorf("kill cgroup %s: %w", g.path, err)
+					return err
 				}
-				pids = slices.DeleteFunc(pids, func(p int) bool { return p == self })
 			}
 		}
 		for _, pid := range pids {
@@ -108,13 +105,11 @@ func (g *Group) killFrozen() error {
 
 // waitEmpty polls with backoff until no process is in the group, or b runs out.
 func (g *Group) waitEmpty(b *backoff) error {
-	self := os.Getpid()
 	for {
-		pids, err := g.Procs()
+		pids, err := g.others()
 		if err != nil {
-			return fmt.Errorf("kill cgroup %s: %w", g.path, err)
+			return err
 		}
-		pids = slices.DeleteFunc(pids, func(p int) bool { return p == self })
 		if len(pids) == 0 {
 			return nil
 		}
@@ -122,4 +117,15 @@ func (g *Group) waitEmpty(b *backoff) error {
 			return fmt.Errorf("kill cgroup %s: %w after SIGKILL: %s", g.path, ErrNotEmpty, describePids(pids))
 		}
 	}
+}
+
+// others lists the group's processes but this one (a kill must not take
+// its caller).
+func (g *Group) others() ([]int, error) {
+	pids, err := g.Procs()
+	if err != nil {
+		return nil, fmt.Errorf("kill cgroup %s: %w", g.path, err)
+	}
+	self := os.Getpid()
+	return slices.DeleteFunc(pids, func(p int) bool { return p == self }), nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -35,18 +34,7 @@ func daemonMain(root, runDir, socket string) int {
 func TestDaemonReadoptsAfterCrash(t *testing.T) {
 	requireRoot(t)
 	o := options(t)
-	app := filepath.Dir(capsule(t, "services:\n  a:\n    command: "+wl+"sleep 600\n  b:\n    command: "+wl+"sleep 600\n"))
-	res, err := release.Build(context.Background(), release.BuildOptions{FromDir: app, Manifest: filepath.Join(app, "capsule.yml"), OutputDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := release.Open(o.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.Install(context.Background(), res.Path); err != nil {
-		t.Fatal(err)
-	}
+	installFolder(t, o, filepath.Dir(capsule(t, "services:\n  a:\n    command: "+wl+"sleep 600\n  b:\n    command: "+wl+"sleep 600\n")))
 	if _, _, err := runtime.Enable(o.Root, "itest"); err != nil {
 		t.Fatal(err)
 	}

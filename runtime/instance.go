@@ -445,12 +445,12 @@ func killAndRemove(g *cgroups.Group, removeParent bool) error {
 // instance lives there) leaves it; EBUSY is retried a few times, since on
 // cgroup v1 a removed child is torn down asynchronously.
 func removeIfEmpty(dir string) {
-	for range 20 {
+	for range 50 { // about a second: under load v1 takes its time
 		err := unix.Rmdir(dir)
 		if !errors.Is(err, unix.EBUSY) {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

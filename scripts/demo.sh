@@ -37,6 +37,11 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 
+# The seed's manifest binds the host's /opt/tori/state into the capsule
+# (volumes: /opt/tori/state:/data:rw); tori-run refuses a missing volume
+# source rather than invent one, so the demo makes it.
+mkdir -p /opt/tori/state
+
 step "Install it (read-only, atomic), again (idempotent), list and verify it" "capsdeploy install ARCHIVE; tori-run list; tori-run verify tori-metacognitive"
 "$PWD/bin/capsdeploy" install "$ARCHIVE"
 "$PWD/bin/capsdeploy" install "$ARCHIVE"

@@ -441,17 +441,37 @@ func killAndRemove(g *cgroups.Group, removeParent bool) error {
 	return nil
 }
 
-// removeIfEmpty removes an empty cgroup folder. ENOTEMPTY (another
-// instance lives there) leaves it; EBUSY is retried a few times, since on
-// cgroup v1 a removed child is torn down asynchronously.
+// removeIfEmpty removes an empty cgroup folder. A folder that still holds
+// another instance's cgroup is not empty, and is left at once: cgroup v1
+// answers rmdir of such a parent with EBUSY, not ENOTEMPTY, so waiting for it
+// cost every run beside another capsule 10 s (50 tries in each hierarchy).
+// Only when no child is left is EBUSY retried a few times, since on v1 a
+// removed child is torn down asynchronously.
 func removeIfEmpty(dir string) {
 	for range 50 { // about a second: under load v1 takes its time
+		if hasSubdir(dir) {
+			return
+		}
 		err := unix.Rmdir(dir)
 		if !errors.Is(err, unix.EBUSY) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// hasSubdir tells whether a cgroup folder has a child cgroup.
+func hasSubdir(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			return true
+		}
+	}
+	return false
 }
 
 // SweepStale removes instances whose tori-run is gone (their lock is free):

@@ -119,7 +119,7 @@ func staticToriRun(t *testing.T) string {
 		return b
 	}
 	out := filepath.Join(t.TempDir(), "tori-run")
-	cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode external -extldflags -static", "-o", out, "../cmd/tori-run")
+	cmd := exec.Command("go", "build", "-tags", "netgo,osusergo,seccomp", "-ldflags", "-linkmode external -extldflags -static", "-o", out, "../cmd/tori-run")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Skipf("cannot build a static tori-run (%v): %s", err, b)

@@ -47,6 +47,9 @@ type CapsuleStatus struct {
 	Services []supervisor.ServiceStatus `json:"services,omitempty"`
 	Since    time.Time                  `json:"since"`
 	Adopted  bool                       `json:"adopted,omitempty"`
+	// Seccomp is the capsule's system call filter: default, unconfined or
+	// "profile FILE" (SeccompMode).
+	Seccomp string `json:"seccomp,omitempty"`
 }
 
 // DaemonEvent is a supervision event of one capsule's service.
@@ -332,6 +335,7 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		st := CapsuleStatus{Name: n, Release: m.release, State: m.state, Error: m.err, Since: m.since, Adopted: m.adopted}
 		if m.inst != nil {
 			st.Instance = m.inst.ID
+			st.Seccomp = SeccompMode(m.inst.Manifest)
 		}
 		if m.sup != nil && m.state == "running" {
 			st.Services = m.sup.Status()

@@ -92,6 +92,9 @@ type Options struct {
 	StateRoot string
 	// Metrics records the state proxies' requests (nil: none).
 	Metrics *proxy.Metrics
+	// Host is the operator's host configuration (LoadHost): the volumes
+	// capsules may bind (with --allow-volume's), the state's bounds.
+	Host *HostConfig
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -115,6 +118,7 @@ type Instance struct {
 	listener  *net.UnixListener
 	services  map[string]*cgroups.Group
 	state     *capsuleState
+	confine   confinement
 }
 
 // Target is a resolved capsule: its manifest and app layers.
@@ -148,7 +152,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o,
 		services: map[string]*cgroups.Group{}}
 	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Logger()
-	if err := checkVolumes(m); err != nil {
+	if i.confine, err = confineFor(t, o); err != nil {
 		return nil, err
 	}
 	if err := overlayReady(); err != nil {
@@ -196,6 +200,15 @@ func (i *Instance) createDirs() error {
 	p := i.paths
 	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Admin, p.RootUpper, p.RootWork} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("instance %s: %w", i.ID, err)
+		}
+	}
+	// What becomes the capsule's /, /app (the scratch layer's top gives the
+	// overlay's root its mode) and /run/tori (the state socket) must be
+	// searchable by a service that is not root (user:); the instance's own
+	// folder stays 0700, so nothing of it is reachable from the host.
+	for _, d := range []string{p.Rootfs, p.Upper, p.RootUpper, p.State} {
+		if err := os.Chmod(d, 0o755); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
 	}
@@ -286,7 +299,7 @@ func (i *Instance) startContainer() error {
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, RunDir: i.paths.Run,
 		StateDir: i.paths.State,
 		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
-		Env: []string{"PATH=" + capsulePath},
+		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,
 	})
 	if err != nil {
 		return err
@@ -321,7 +334,8 @@ func (i *Instance) startContainer() error {
 	p := &libcontainer.Process{
 		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
 		NoNewPrivileges: &spec.Process.NoNewPrivileges,
-		Capabilities:    &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps},
+		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
+			Permitted: spec.Process.Capabilities.Permitted},
 		ExtraFiles:      []*os.File{lf},
 		Stdout:          initLog, Stderr: initLog,
 	}
@@ -541,19 +555,6 @@ func sweepOne(dir string, o Options) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-func checkVolumes(m *specs.Manifest) error {
-	for _, v := range m.Volumes {
-		fi, err := os.Stat(v.Host)
-		if err != nil {
-			return fmt.Errorf("volume %s:%s: the host path %s does not exist; create it or fix volumes: in %s", v.Host, v.Capsule, v.Host, m.Source)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("volume %s:%s: the host path %s is not a folder", v.Host, v.Capsule, v.Host)
-		}
-	}
-	return nil
 }
 
 func overlayReady() error {

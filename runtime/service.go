@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,10 +125,7 @@ func keepReadEnds(files ...*os.File) []*os.File {
 // startProcess asks the init to start argv in cgroup g and returns its
 // handle. label names it in messages and logs.
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, keep ...*os.File) (*Service, error) {
-	uid, gid, err := lookupUser(i.Manifest.User)
-	if err != nil {
-		return nil, err
-	}
+	uid, gid := i.confine.uid, i.confine.gid
 	cgFiles, err := g.SpawnFiles()
 	if err != nil {
 		return nil, err
@@ -334,26 +330,3 @@ func (s *Service) Stop(ctx context.Context, spec *specs.Service) ExitInfo {
 	return s.Exit()
 }
 
-// lookupUser resolves the manifest's user: uid[:gid], or a name looked up in
-// the host's /etc/passwd (what a capsule on the host layer sees).
-func lookupUser(spec string) (uint32, uint32, error) {
-	if spec == "" {
-		return 0, 0, nil
-	}
-	name, group, hasGroup := strings.Cut(spec, ":")
-	if uid, err := strconv.ParseUint(name, 10, 32); err == nil {
-		gid := uid
-		if hasGroup {
-			g, _ := strconv.ParseUint(group, 10, 32)
-			gid = g
-		}
-		return uint32(uid), uint32(gid), nil
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		return 0, 0, fmt.Errorf("user %q: %w", spec, err)
-	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return uint32(uid), uint32(gid), nil
-}

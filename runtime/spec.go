@@ -22,8 +22,9 @@ const (
 	capsulePath    = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
-// hostSystemDirs are bound read-only into a capsule on the host layer.
-var hostSystemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"}
+// hostSystemDirs are bound read-only into a capsule on the host layer; the
+// host's /etc is not among them: only hostEtc of it is.
+var hostSystemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
 
 // specInput is what the OCI spec of a capsule instance is made from.
 type specInput struct {
@@ -37,6 +38,12 @@ type specInput struct {
 	CgroupsPath string
 	CgroupNS    bool // a cgroup namespace (cgroup v2 hosts)
 	Env         []string
+	// AppSource is the release's app folder (the overlay's lower), where a
+	// seccomp profile the manifest names is read.
+	AppSource string
+	// Volumes are the manifest's volumes as checked (host paths resolved);
+	// nil: the manifest's own.
+	Volumes []specs.Volume
 }
 
 // buildSpec converts a manifest to the OCI runtime-spec config tori-run runs
@@ -45,6 +52,10 @@ type specInput struct {
 func buildSpec(in specInput) (*rspec.Spec, error) {
 	m := in.Manifest
 	noNewPrivs := true
+	caps, err := capsuleCaps(m)
+	if err != nil {
+		return nil, err
+	}
 	s := &rspec.Spec{
 		Version:  rspec.Version,
 		Hostname: m.Name,
@@ -56,9 +67,9 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 			User:            rspec.User{UID: 0, GID: 0},
 			NoNewPrivileges: noNewPrivs,
 			Capabilities: &rspec.LinuxCapabilities{
-				Bounding:  defaultCaps,
-				Effective: defaultCaps,
-				Permitted: defaultCaps,
+				Bounding:  caps,
+				Effective: caps,
+				Permitted: caps,
 			},
 		},
 		Mounts: defaultMounts(),
@@ -68,6 +79,9 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
+	}
+	if s.Linux.Seccomp, err = capsuleSeccomp(m, in.AppSource, caps); err != nil {
+		return nil, err
 	}
 	base, err := baseMounts(m)
 	if err != nil {
@@ -86,10 +100,14 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: capsuleRunDir, Type: "bind", Source: in.RunDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
 		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
 	)
-	for _, v := range m.Volumes {
+	vols := in.Volumes
+	if vols == nil {
+		vols = m.Volumes
+	}
+	for _, v := range vols {
 		opts := []string{"rbind", "nosuid", "nodev"}
 		if v.ReadOnly {
-			opts = append(opts, "ro")
+			opts = append(opts, roRecursive())
 		}
 		s.Mounts = append(s.Mounts, rspec.Mount{Destination: v.Capsule, Type: "bind", Source: v.Host, Options: opts})
 	}
@@ -109,9 +127,9 @@ func baseMounts(m *specs.Manifest) ([]rspec.Mount, error) {
 		if err != nil || fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
 			continue
 		}
-		out = append(out, rspec.Mount{Destination: d, Type: "bind", Source: d, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+		out = append(out, rspec.Mount{Destination: d, Type: "bind", Source: d, Options: []string{"rbind", roRecursive(), "nosuid", "nodev"}})
 	}
-	return out, nil
+	return append(out, etcMounts()...), nil
 }
 
 // prepareRootfs makes the empty root folder's symlinks for the host layer
@@ -133,7 +151,7 @@ func prepareRootfs(rootfs string, m *specs.Manifest) error {
 			return fmt.Errorf("preparing the capsule root: %w", err)
 		}
 	}
-	return nil
+	return prepareEtc(rootfs)
 }
 
 func namespaces(m *specs.Manifest, cgroupNS bool) []rspec.LinuxNamespace {
@@ -158,12 +176,6 @@ func defaultMounts() []rspec.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 	}
-}
-
-// defaultCaps is runc's default capability set.
-var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
 var maskedPaths = []string{
@@ -215,5 +227,5 @@ func SpecFor(ref string, o Options) (*rspec.Spec, error) {
 		unified = h.Mode == cgroups.Unified
 	}
 	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, RunDir: p.Run, StateDir: p.State, Binary: o.Binary,
-		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}})
+		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}, AppSource: t.AppDir})
 }

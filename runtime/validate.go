@@ -38,6 +38,10 @@ type ValidateOptions struct {
 	// the interpreter the manifest asks for).
 	Host     bool
 	StateDir string
+	// Runtime names tori-run's folders (Root, RunDir) and, in Runtime.Host,
+	// what the operator allows (--allow-volume, the host configuration):
+	// with Host, each volume is checked against them as run would.
+	Runtime Options
 }
 
 // CapsuleInfo summarises a valid manifest.
@@ -107,8 +111,34 @@ func Validate(target string, o ValidateOptions) *Report {
 			}
 		}
 		r.Findings = append(r.Findings, CheckHost(ho)...)
+		if m != nil {
+			r.checkVolumesOnHost(m, o)
+		}
 	}
 	return r
+}
+
+// checkVolumesOnHost reports each volume as run would find it here.
+func (r *Report) checkVolumesOnHost(m *specs.Manifest, o ValidateOptions) {
+	ro := o.Runtime
+	if ro.StateRoot == "" {
+		ro.StateRoot = o.StateDir
+	}
+	for i, v := range m.Volumes {
+		f := Finding{Check: "volume", File: m.Source, Line: v.Line, Field: fmt.Sprintf("volumes[%d]", i)}
+		real, err := checkVolume(m, v, ro)
+		var ve *VolumeError
+		switch {
+		case errors.As(err, &ve):
+			f.Status, f.Message = StatusFail, ve.Msg
+		case err != nil:
+			f.Status, f.Message = StatusFail, err.Error()
+		default:
+			f.Status = StatusPass
+			f.Message = fmt.Sprintf("%s:%s: %s is allowed on this host", v.Host, v.Capsule, real)
+		}
+		r.add(f)
+	}
 }
 
 func (r *Report) validateTarget(target string, o ValidateOptions) *specs.Manifest {
@@ -290,6 +320,7 @@ func (r *Report) manifestOK(m *specs.Manifest, slice string) {
 	r.add(Finding{Check: "manifest", Status: StatusPass, File: m.Source,
 		Message: fmt.Sprintf("%s %s: services %s; layers %s; network %s", m.Name, m.Version,
 			strings.Join(names, ", "), strings.Join(m.Layers, ", "), m.Network)})
+	r.add(confinementFinding(m))
 	if slice != "" {
 		over, err := specs.LoadSlice(slice)
 		if err != nil {
@@ -308,6 +339,13 @@ func (r *Report) checkApp(m *specs.Manifest, app fs.FS) {
 	if err := specs.CheckApp(m, app); err != nil {
 		r.addErr("app", err, "")
 		return
+	}
+	if m.Seccomp != "" && m.Seccomp != specs.SeccompUnconfined {
+		if err := checkSeccompProfile(m, app); err != nil {
+			r.add(Finding{Check: "seccomp", Status: StatusFail, File: m.Source, Field: "seccomp", Message: err.Error(),
+				Hint: "give a profile in moby's JSON format (github.com/moby/profiles/seccomp default.json is one), or seccomp: unconfined"})
+			return
+		}
 	}
 	if m.Dependencies.PipRequirements != "" {
 		r.checkRequirements(m, app)

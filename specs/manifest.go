@@ -36,6 +36,16 @@ const (
 	NetworkNone Network = "none"
 )
 
+// SeccompUnconfined turns the system call filter off (seccomp: unconfined).
+const SeccompUnconfined = "unconfined"
+
+// Capabilities are added to and dropped from the default set, as
+// CAP_NAME (upper case, the kernel's names); Drop may hold "ALL".
+type Capabilities struct {
+	Add  []string `json:"add,omitempty"`
+	Drop []string `json:"drop,omitempty"`
+}
+
 // LayerHost is the layer that binds the host's system folders read-only.
 const LayerHost = "host"
 
@@ -60,6 +70,12 @@ type Manifest struct {
 	Network  Network  `json:"network"`
 	// User runs every service as this user: a name, or uid[:gid].
 	User string `json:"user,omitempty"`
+	// Seccomp is the capsule's system call filter: "" for tori-run's
+	// default profile, SeccompUnconfined for none, or the path inside the
+	// app of a profile in moby's JSON format.
+	Seccomp string `json:"seccomp,omitempty"`
+	// Capabilities change the default capability set of the services.
+	Capabilities Capabilities `json:"capabilities"`
 	// Settings are tori-run's own settings read from Env.
 	Settings Settings `json:"settings"`
 }
@@ -93,6 +109,8 @@ type Volume struct {
 	Host     string `json:"host"`
 	Capsule  string `json:"capsule"`
 	ReadOnly bool   `json:"read_only"`
+	// Line is where the volume is in the manifest, for messages.
+	Line int `json:"-"`
 }
 
 // Service is one supervised process of a capsule.

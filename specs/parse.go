@@ -164,6 +164,8 @@ func (p *parser) parse(data []byte) *Manifest {
 				}
 			}
 		},
+		"seccomp":      func(k, v *yaml.Node) { m.Seccomp = p.seccomp(v) },
+		"capabilities": func(k, v *yaml.Node) { m.Capabilities = p.capabilities(v) },
 		"user": func(k, v *yaml.Node) {
 			if s, ok := p.str(v, "user"); ok {
 				if msg := checkUser(s); msg != "" {
@@ -423,6 +425,7 @@ func (p *parser) volumes(n *yaml.Node) []Volume {
 			p.errAt(item, f, "%v", err)
 			continue
 		}
+		v.Line = item.Line
 		for _, prev := range out {
 			if prev.Capsule == v.Capsule {
 				p.errAt(item, f, "%s is already mounted by an earlier volume; each capsule path may be mounted once", v.Capsule)

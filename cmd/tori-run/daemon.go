@@ -15,6 +15,7 @@ import (
 
 func newDaemonCmd(g *globals) *cobra.Command {
 	var o runtime.DaemonOptions
+	var hf hostFlags
 	c := &cobra.Command{
 		Use:   "daemon",
 		Short: "Supervise every enabled capsule and serve the control API",
@@ -27,6 +28,10 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Options = g.runtimeOptions("", o.CgroupParent)
+			var err error
+			if o.Host, err = hf.load(); err != nil {
+				return err
+			}
 			return runtime.RunDaemon(cmd.Context(), o)
 		},
 	}
@@ -34,6 +39,7 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 	c.Flags().DurationVar(&o.StopDeadline, "stop-deadline", time.Minute, "time to stop every capsule at SIGTERM")
 	c.Flags().StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup to create the capsules' cgroups under (default: under tori-run's own)")
 	c.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
+	addHostFlags(c, &hf)
 	return c
 }
 
@@ -213,16 +219,29 @@ func newEventsCmd(g *globals) *cobra.Command {
 
 func newEnableCmd(g *globals) *cobra.Command {
 	var socket string
+	var hf hostFlags
 	c := &cobra.Command{
 		Use:   "enable NAME|DIGEST",
 		Short: "Have the daemon run a capsule, now and after reboots",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o := g.runtimeOptions("", "")
+			var err error
+			if o.Host, err = hf.load(); err != nil {
+				return err
+			}
+			// Refused volumes fail here, not later in the daemon.
+			if err := runtime.CheckVolumes(args[0], o); err != nil {
+				return err
+			}
 			name, digest, err := runtime.Enable(g.root, args[0])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "enabled %s at release %s\n", name, digest[:12])
+			if len(hf.allow) > 0 {
+				fmt.Fprintf(g.stdout, "the daemon must allow the same volumes: run it with the same --allow-volume flags, or list them in its host configuration\n")
+			}
 			if err := runtime.NewClient(socket).Act(cmd.Context(), "start", name); err != nil {
 				fmt.Fprintf(g.stdout, "not started now: %v\n", err)
 			}
@@ -230,6 +249,7 @@ func newEnableCmd(g *globals) *cobra.Command {
 		},
 	}
 	socketFlag(c, &socket)
+	addHostFlags(c, &hf)
 	return c
 }
 

@@ -22,6 +22,7 @@ func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
 
 func newRunCmd(g *globals) *cobra.Command {
 	var slice, cgroupParent string
+	var hf hostFlags
 	c := &cobra.Command{
 		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
 		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
@@ -35,10 +36,19 @@ instance is left behind.
 Exit status: 0 when every service was stopped on request or exited 0, 1 when
 one failed to start, failed, or was OOM-killed (a summary says which).`,
 		Example: `  tori-run run tori-metacognitive --slice examples/metacog/tori-metacog.slice
-  tori-run run examples/metacog          # straight from an app folder, without building`,
+  tori-run run examples/metacog          # straight from an app folder, without building
+  tori-run run tori-metacognitive --allow-volume /opt/tori/state   # the operator allows its volume
+
+A volume's host path must be allowed by the operator (--allow-volume, or
+volumes: in the host configuration); tori-run's own folders never are.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := runtime.Run(cmd.Context(), args[0], g.runtimeOptions(slice, cgroupParent), g.stdout)
+			o := g.runtimeOptions(slice, cgroupParent)
+			var err error
+			if o.Host, err = hf.load(); err != nil {
+				return err
+			}
+			res, err := runtime.Run(cmd.Context(), args[0], o, g.stdout)
 			if err != nil {
 				return err
 			}
@@ -51,6 +61,7 @@ one failed to start, failed, or was OOM-killed (a summary says which).`,
 	}
 	c.Flags().StringVar(&slice, "slice", "", "systemd .slice file whose limits override the manifest's resources")
 	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")
+	addHostFlags(c, &hf)
 	return c
 }
 

@@ -15,6 +15,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 	var (
 		o      runtime.ValidateOptions
 		asJSON bool
+		hf     hostFlags
 	)
 	c := &cobra.Command{
 		Use:   "validate [capsule.yml | APP-DIR | APP.zip | CAPSULE.tar.gz | RELEASE-DIR] [--host]",
@@ -22,7 +23,8 @@ func newValidateCmd(g *globals) *cobra.Command {
 		Long: `Check a capsule manifest strictly (every problem, with file, line and field),
 the app's pinned requirements and entrypoint when an app folder or zip is
 given, and with --host what this machine offers: kernel, OverlayFS, cgroup
-mode and the limits it can enforce, root, state folder, interpreter.
+mode and the limits it can enforce, root, state folder, interpreter, and
+whether each volume is allowed here (--allow-volume, --config).
 
 Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 		Example: `  tori-run validate examples/metacog/capsule.yml
@@ -38,6 +40,13 @@ Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 				return usagef("validate: give a capsule.yml, an app folder or zip, or --host")
 			}
 			o.StateDir = envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot)
+			o.Runtime = g.runtimeOptions("", "")
+			if o.Host {
+				var err error
+				if o.Runtime.Host, err = hf.load(); err != nil {
+					return err
+				}
+			}
 			r := runtime.Validate(target, o)
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
@@ -59,6 +68,7 @@ Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 	f.StringVar(&o.Manifest, "manifest", "", "manifest to check an app folder or zip against (default: its capsule.yml)")
 	f.StringVar(&o.Slice, "slice", "", "systemd .slice file whose limits override the manifest's resources")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON (stable schema)")
+	addHostFlags(c, &hf)
 	return c
 }
 

@@ -21,7 +21,15 @@ type testPkg struct {
 // staticFlags build a static binary with cgo (libcontainer's nsexec needs cgo). -s -w only drop the
 // symbol table and DWARF: stack traces still have names and lines (from pclntab), and the initramfs is
 // about a third smaller.
-var staticFlags = []string{"-tags", "netgo,osusergo", "-ldflags"}
+// tags are added to netgo,osusergo: make test-vm passes its GOTAGS (seccomp), so that the guest's binaries
+// are built as make build builds tori-run.
+func staticFlags(tags string) []string {
+	t := "netgo,osusergo"
+	if tags != "" {
+		t += "," + tags
+	}
+	return []string{"-tags", t, "-ldflags"}
+}
 
 const staticLdflags = "-s -w -linkmode external -extldflags -static"
 
@@ -69,11 +77,11 @@ func listPackages(patterns []string) (mod string, pkgs []testPkg, noTests []stri
 }
 
 // buildTests builds each package's static test binary into dir.
-func buildTests(pkgs []testPkg, dir string) error {
+func buildTests(pkgs []testPkg, dir, tags string) error {
 	for i := range pkgs {
 		p := &pkgs[i]
 		p.Binary = filepath.Join(dir, fmt.Sprintf("%02d.test", i))
-		args := append([]string{"test", "-c", "-o", p.Binary}, staticFlags...)
+		args := append([]string{"test", "-c", "-o", p.Binary}, staticFlags(tags)...)
 		args = append(args, staticLdflags, p.ImportPath)
 		if err := goRun(args); err != nil {
 			return err
@@ -86,12 +94,12 @@ func buildTests(pkgs []testPkg, dir string) error {
 }
 
 // buildToriRun builds the static tori-run the guest's tests call through TORI_RUN_BINARY.
-func buildToriRun(out, module, extraLdflags string) error {
+func buildToriRun(out, module, extraLdflags, tags string) error {
 	ld := staticLdflags
 	if extraLdflags != "" {
 		ld = extraLdflags + " " + ld
 	}
-	args := append([]string{"build", "-o", out}, staticFlags...)
+	args := append([]string{"build", "-o", out}, staticFlags(tags)...)
 	if err := goRun(append(args, ld, module+"/cmd/tori-run")); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type options struct {
 	cache     string
 	kernelPkg string
 	ldflags   string
+	tags      string
 	gzip      bool
 	kernelLog bool
 	keep      bool
@@ -46,6 +47,7 @@ func run() int {
 	flag.StringVar(&o.cache, "cache", defaultCacheDir(), "where the kernel is kept between runs (env TORI_VM_CACHE)")
 	flag.StringVar(&o.kernelPkg, "kernel-pkg", "", "Debian kernel package (default: what linux-image-amd64 depends on)")
 	flag.StringVar(&o.ldflags, "ldflags", "", "extra -ldflags for the guest's tori-run (e.g. version stamps)")
+	flag.StringVar(&o.tags, "tags", "seccomp", "build tags added to netgo,osusergo for the guest's binaries (make test-vm passes GOTAGS)")
 	flag.BoolVar(&o.gzip, "gzip", false, "gzip the initramfs (smaller file, slower boot under TCG)")
 	flag.BoolVar(&o.kernelLog, "kernel-log", false, "keep kernel messages (e.g. OOM reports) on the console")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, initramfs) for debugging")
@@ -114,10 +116,10 @@ func runVM(ctx context.Context, o *options) (bool, error) {
 	}
 	toriRun := filepath.Join(work, "tori-run")
 	logf("building static tori-run and %d test binaries", len(pkgs))
-	if err := buildToriRun(toriRun, module, o.ldflags); err != nil {
+	if err := buildToriRun(toriRun, module, o.ldflags, o.tags); err != nil {
 		return false, err
 	}
-	if err := buildTests(pkgs, work); err != nil {
+	if err := buildTests(pkgs, work, o.tags); err != nil {
 		return false, err
 	}
 	tBuild := time.Now()

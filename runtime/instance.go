@@ -336,8 +336,8 @@ func (i *Instance) startContainer() error {
 		NoNewPrivileges: &spec.Process.NoNewPrivileges,
 		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
 			Permitted: spec.Process.Capabilities.Permitted},
-		ExtraFiles:      []*os.File{lf},
-		Stdout:          initLog, Stderr: initLog,
+		ExtraFiles: []*os.File{lf},
+		Stdout:     initLog, Stderr: initLog,
 	}
 	if err := c.Run(p); err != nil {
 		return fmt.Errorf("starting the capsule's init: %w", err)

@@ -329,4 +329,3 @@ func (s *Service) Stop(ctx context.Context, spec *specs.Service) ExitInfo {
 	<-s.done
 	return s.Exit()
 }
-

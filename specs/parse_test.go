@@ -31,7 +31,7 @@ func TestSeedManifestAccepted(t *testing.T) {
 	if m.Settings.MaxTokensPerMin != 200 {
 		t.Errorf("MaxTokensPerMin = %d", m.Settings.MaxTokensPerMin)
 	}
-	if len(m.Volumes) != 1 || m.Volumes[0] != (Volume{Host: "/opt/tori/state", Capsule: "/data"}) {
+	if len(m.Volumes) != 1 || m.Volumes[0] != (Volume{Host: "/opt/tori/state", Capsule: "/data", Line: 16}) {
 		t.Errorf("volumes = %+v", m.Volumes)
 	}
 	if m.Dependencies != (Dependencies{Python: "3.10", PipRequirements: "requirements_nodb.txt"}) {

@@ -98,7 +98,9 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 		rspec.Mount{Destination: capsuleRunDir, Type: "bind", Source: in.RunDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
-		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
+		// Read-only: a socket on a read-only mount still connects, and a
+		// service cannot remove or replace it.
+		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 	)
 	vols := in.Volumes
 	if vols == nil {
@@ -183,7 +185,9 @@ var maskedPaths = []string{
 	"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
 }
 
-var readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+// /sys/fs/cgroup: on cgroup v1 libcontainer mounts a tmpfs there for the
+// hierarchies (each read-only), and leaves the tmpfs itself writable.
+var readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup"}
 
 // serviceEnv is the environment a service sees (SPEC §3): tori-run's
 // variables, then the manifest's env, then the service's own.

@@ -189,9 +189,9 @@ func checkVolume(m *specs.Manifest, v specs.Volume, o Options) (string, error) {
 	for _, p := range protectedPaths(o) {
 		switch {
 		case under(real, p):
-			return fail("the host path %s is inside tori-run's own %s; no capsule may bind it (a capsule reaches its state through TORI_STATE_SOCKET): bind a folder of its own, such as /srv/%s", shown, p, m.Name)
+			return fail("the host path %s is inside tori-run's own %s, which no capsule may see (a capsule reaches its state through TORI_STATE_SOCKET), so no flag allows it: bind a folder of its own, such as /srv/%s, which the operator allows with --allow-volume /srv/%s", shown, p, m.Name, m.Name)
 		case under(p, real):
-			return fail("the host path %s holds tori-run's own %s, which no capsule may see; no flag allows it: bind a folder of its own, such as /srv/%s", shown, p, m.Name)
+			return fail("the host path %s holds tori-run's own %s, which no capsule may see, so no flag allows it: bind a folder of its own, such as /srv/%s, which the operator allows with --allow-volume /srv/%s", shown, p, m.Name, m.Name)
 		}
 	}
 	var allowed *AllowedVolume

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -328,4 +329,35 @@ func tryCreate(t *testing.T, manifest string, o runtime.Options) error {
 		_ = inst.Destroy(context.Background())
 	}
 	return err
+}
+
+func asUser() int {
+	b, err := os.ReadFile("/app/hello.txt")
+	fmt.Printf("uid %d gid %d\n", os.Getuid(), os.Getgid())
+	fmt.Printf("read app: %q %v\n", strings.TrimSpace(string(b)), err)
+	c, err := net.Dial("unix", os.Getenv("TORI_STATE_SOCKET"))
+	if err == nil {
+		c.Close()
+	}
+	fmt.Printf("state socket: %v\n", err)
+	fmt.Printf("write tmp: %v\n", os.WriteFile("/tmp/x", []byte("x"), 0o600))
+	return 0
+}
+
+// TestNonRootUser: user: runs the services as that user, looked up in the
+// host's /etc/passwd on the host layer, and such a service can read its app,
+// reach the state proxy and use /tmp.
+func TestNonRootUser(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct{ user, want string }{{"nobody", "uid 65534 gid 65534"}, {"1234:4321", "uid 1234 gid 4321"}} {
+		t.Run(tc.user, func(t *testing.T) {
+			inst := start(t, capsule(t, "user: \""+tc.user+"\"\nservices:\n  a:\n    command: "+wl+"as-user\n"), options(t))
+			_, lines := service(t, inst, "a")
+			for _, want := range []string{tc.want, `read app: "from the release" <nil>`, "state socket: <nil>", "write tmp: <nil>"} {
+				if l := expectLine(t, lines, strings.Fields(want)[0]); l != want {
+					t.Errorf("got %q, want %q", l, want)
+				}
+			}
+		})
+	}
 }

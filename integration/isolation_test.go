@@ -262,6 +262,8 @@ func TestBadSetups(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := options(t)
+			// The operator allows the missing volume: its absence is the error.
+			o.Host = &runtime.HostConfig{Volumes: []runtime.AllowedVolume{{Path: "/nonexistent", From: "test"}}}
 			ref := tc.ref
 			if ref == "" {
 				ref = capsule(t, tc.body)

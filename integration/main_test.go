@@ -59,6 +59,8 @@ func workload(name string, args []string) int {
 		fmt.Println("spun", x > 0)
 	case "escape": // try every escape of escape_test.go, print each outcome
 		return escape()
+	case "as-user": // print the uid, read /app, reach the state socket
+		return asUser()
 	case "exit": // exit with status n
 		return n
 	case "dial": // connect to the Unix socket args[0]

@@ -294,14 +294,23 @@ func TestEscapeVolumesRefused(t *testing.T) {
 	if err := os.Symlink("/", link); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ vol, want string }{
-		{"/:/host:rw", "capsule.yml:4: volumes: /:/host:rw: the host path / holds tori-run's own"},
-		{link + ":/host", "the host path " + link + " (that is /) holds tori-run's own"},
-		{o.Root + ":/r", "holds tori-run's own " + filepath.Join(o.Root, "releases")},
-		{o.StateRoot + ":/s", "is inside tori-run's own " + o.StateRoot},
-		{allowed + ":/a:rw", "is allowed read-only only (host.yml:3)"},
+	// Even an operator who allows everything (/) cannot give a capsule
+	// tori-run's own folders.
+	everything := &runtime.HostConfig{Volumes: []runtime.AllowedVolume{{Path: "/", From: "test"}}}
+	for _, tc := range []struct {
+		vol, want string
+		host      *runtime.HostConfig
+	}{
+		{"/:/host:rw", "capsule.yml:4: volumes: /:/host:rw: the host path / holds tori-run's own", everything},
+		{link + ":/host", "the host path " + link + " (that is /) holds tori-run's own", everything},
+		{o.Root + ":/r", "holds tori-run's own " + filepath.Join(o.Root, "releases"), everything},
+		{o.StateRoot + "/other-capsule:/s", "is inside tori-run's own " + o.StateRoot, everything},
+		{o.RunDir + ":/s", "is inside tori-run's own " + o.RunDir, everything},
+		{allowed + ":/a:rw", "is allowed read-only only (host.yml:3)", o.Host},
 	} {
 		t.Run(tc.vol, func(t *testing.T) {
+			o := o
+			o.Host = tc.host
 			err := tryCreate(t, capsule(t, "volumes:\n  - "+tc.vol+"\nservices:\n  a: { command: /bin/true }\n"), o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--allow-volume") && !strings.Contains(err.Error(), "no flag allows it") {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)

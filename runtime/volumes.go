@@ -214,7 +214,7 @@ func checkVolume(m *specs.Manifest, v specs.Volume, o Options) (string, error) {
 		if roOnly != nil {
 			return fail("the host path %s is allowed read-only only (%s); declare it %s:%s:ro, or allow it read-write with --allow-volume %s", shown, roOnly.From, v.Host, v.Capsule, roOnly.Path)
 		}
-		return fail("the host path %s is not allowed on this host: the operator allows it with --allow-volume %s (on run and daemon; :ro for read-only binds only), or in %s:\n  volumes:\n    - path: %s",
+		return fail("the host path %s is not allowed on this host: the operator allows it with --allow-volume %s (on run, daemon, enable and validate --host; PATH:ro allows only read-only binds), or in %s:\n  volumes:\n    - path: %s",
 			shown, real, hostConfigName(o), real)
 	}
 	fi, err := os.Stat(real)

@@ -37,10 +37,24 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 
-# The seed's manifest binds the host's /opt/tori/state into the capsule
-# (volumes: /opt/tori/state:/data:rw); tori-run refuses a missing volume
-# source rather than invent one, so the demo makes it.
+# The seed's manifest asks for the host's /opt/tori/state (volumes:
+# /opt/tori/state:/data:rw). A capsule binds a host path only if the operator
+# allows it, and never tori-run's own folders: with the default state root
+# (/opt/tori/state) that volume would show the capsule every capsule's state.
+# So, as a careful operator would, the demo keeps the state root elsewhere
+# (TORI_STATE_ROOT=$DEMO/state, above) and allows /opt/tori/state as a plain
+# data folder of the capsule: --allow-volume for run, the host configuration
+# for the daemon (docs/SECURITY.md). tori-run refuses a missing volume source
+# rather than invent one, so the demo makes it.
 mkdir -p /opt/tori/state
+export TORI_HOST_CONFIG=$DEMO/host.yml
+printf 'volumes:\n  - path: /opt/tori/state\n' >"$TORI_HOST_CONFIG"
+
+step "A volume the operator has not allowed is refused, with the way to allow it" \
+	"tori-run validate --host $APP   (no host configuration, no --allow-volume)"
+if env -u TORI_HOST_CONFIG $T validate --host "$APP" 2>&1 | grep -A3 "volume "; then :; fi
+echo "-- with --allow-volume /opt/tori/state:"
+env -u TORI_HOST_CONFIG $T validate --host "$APP" --allow-volume /opt/tori/state | grep "volume " || true
 
 step "Install it (read-only, atomic), again (idempotent), list and verify it" "capsdeploy install ARCHIVE; tori-run list; tori-run verify tori-metacognitive"
 "$PWD/bin/capsdeploy" install "$ARCHIVE"
@@ -48,8 +62,8 @@ step "Install it (read-only, atomic), again (idempotent), list and verify it" "c
 $T list
 $T verify tori-metacognitive
 
-step "Run the installed capsule under its slice for a few seconds" "tori-run run tori-metacognitive --slice $APP/tori-metacog.slice"
-$T run tori-metacognitive --slice "$APP/tori-metacog.slice" --log-format console &
+step "Run the installed capsule under its slice for a few seconds" "tori-run run tori-metacognitive --slice $APP/tori-metacog.slice --allow-volume /opt/tori/state"
+env -u TORI_HOST_CONFIG $T run tori-metacognitive --slice "$APP/tori-metacog.slice" --allow-volume /opt/tori/state --log-format console &
 RUN=$!
 sleep 3
 echo "-- limits in force, read from the capsule's cgroups on the host:"
@@ -65,7 +79,8 @@ kill -INT $RUN
 wait $RUN || true
 
 step "The daemon: enable the capsule, supervise it, kill a service, watch it come back" \
-	"tori-run enable tori-metacognitive; tori-run daemon &; tori-run status"
+	"tori-run enable tori-metacognitive; tori-run daemon &; tori-run status   (host.yml allows /opt/tori/state)"
+cat "$TORI_HOST_CONFIG"
 $T enable tori-metacognitive --socket "$SOCK"
 $T daemon --socket "$SOCK" --log-format json >"$DEMO/daemon.log" 2>&1 &
 DAEMON=$!

@@ -163,16 +163,15 @@ func writableMounts() []string {
 		}
 		mp := fields[4]
 		seen[mp] = true
-		dir := mp
 		if fi, err := os.Stat(mp); err != nil || !fi.IsDir() {
-			dir = filepath.Dir(mp) // a file bind (e.g. /etc/passwd): write the file itself
+			// A file bind (/etc/passwd): write the file itself.
 			if fh, err := os.OpenFile(mp, os.O_WRONLY|os.O_APPEND, 0); err == nil {
 				fh.Close()
 				out = append(out, mp)
 			}
 			continue
 		}
-		p := filepath.Join(dir, ".tori-escape-probe")
+		p := filepath.Join(mp, ".tori-escape-probe")
 		if fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
 			fh.Close()
 			os.Remove(p)

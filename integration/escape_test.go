@@ -369,3 +369,44 @@ func TestNonRootUser(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkStartSeccomp: the cost of the filter at start. Create (the
+// capsule's init running, under its filter or not) and Destroy, the two
+// manifests interleaved so that a loaded machine weighs on both alike;
+// reported as ms per start of each and their ratio.
+func BenchmarkStartSeccomp(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	o := runtime.Options{Root: b.TempDir(), RunDir: b.TempDir(), StateRoot: b.TempDir()}
+	var targets [2]*runtime.Target
+	for k, extra := range []string{"", "seccomp: unconfined\n"} {
+		app := b.TempDir()
+		m := filepath.Join(app, "capsule.yml")
+		if err := os.WriteFile(m, []byte("name: bench\nversion: \"1.0.0\"\n"+extra+"services:\n  a: { command: /bin/true }\n"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		t, err := runtime.Resolve(m, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		targets[k] = t
+	}
+	var spent [2]time.Duration
+	for i := 0; i < b.N; i++ {
+		for k, t := range targets {
+			start := time.Now()
+			inst, err := runtime.Create(context.Background(), t, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			spent[k] += time.Since(start)
+			if err := inst.Destroy(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(spent[0].Microseconds())/1000/float64(b.N), "ms/start-seccomp")
+	b.ReportMetric(float64(spent[1].Microseconds())/1000/float64(b.N), "ms/start-unconfined")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "ratio")
+}

@@ -33,7 +33,7 @@ var hostEtc = []string{
 	"bash.bashrc", "profile", "profile.d", "fonts", "python3", "python3.*", "perl", "java-*",
 }
 
-// etcEntries are the host's /etc entries the allow-list names: each is a
+// An etcEntry is one of the host's /etc entries the allow-list names: a
 // file or folder to bind, or a symlink to recreate (a link into /usr or
 // /proc works as it is: os-release, localtime, mtab); a link elsewhere
 // (resolv.conf into /run) is bound as what it points to.
@@ -64,9 +64,9 @@ func listEtc(dir string) []etcEntry {
 				if err != nil {
 					continue
 				}
-				abs := target
+				abs := target // as the capsule sees it, from its /etc
 				if !filepath.IsAbs(abs) {
-					abs = filepath.Join(dir, target)
+					abs = filepath.Join("/etc", target)
 				}
 				abs = filepath.Clean(abs)
 				if under(abs, "/usr") || under(abs, "/proc") || under(abs, "/lib") {

@@ -186,6 +186,9 @@ func checkVolume(m *specs.Manifest, v specs.Volume, o Options) (string, error) {
 	if real != abs {
 		shown = fmt.Sprintf("%s (that is %s)", v.Host, real)
 	}
+	if sr := realPath(absOr(o.stateRoot())); real == sr {
+		return fail("the host path %s is tori-run's state root (TORI_STATE_ROOT), which holds every capsule's state, so no flag allows it: keep the state root elsewhere (TORI_STATE_ROOT=/var/lib/tori/state) and allow this folder with --allow-volume %s (docs/SECURITY.md)", shown, real)
+	}
 	for _, p := range protectedPaths(o) {
 		switch {
 		case under(real, p):
@@ -278,4 +281,11 @@ func CheckVolumes(ref string, o Options) error {
 	}
 	_, err = checkVolumes(t.Manifest, o)
 	return err
+}
+
+func absOr(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

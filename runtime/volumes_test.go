@@ -38,7 +38,7 @@ func TestCheckVolume(t *testing.T) {
 		{data + "/sub/../sub", false, ""},
 		{filepath.Join(base, "ref"), true, ""},
 		{filepath.Join(base, "ref"), false, "is allowed read-only only (--allow-volume " + filepath.Join(base, "ref") + ":ro)"},
-		{filepath.Join(base, "srv", "sneaky"), false, "(that is " + o.StateRoot + ") is inside tori-run's own " + o.StateRoot},
+		{filepath.Join(base, "srv", "sneaky"), false, "(that is " + o.StateRoot + ") is tori-run's state root (TORI_STATE_ROOT)"},
 		{filepath.Join(o.StateRoot, "other"), false, "is inside tori-run's own " + o.StateRoot},
 		{o.Root, false, "holds tori-run's own " + filepath.Join(o.Root, "releases")},
 		{base, false, "holds tori-run's own"},

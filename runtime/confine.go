@@ -84,6 +84,7 @@ func SeccompMode(m *specs.Manifest) string {
 //     adds CAP_SYS_PTRACE. Moby allows them on kernels from 4.8 on, relying
 //     on the kernel's ptrace checks; in a capsule every service runs as the
 //     same uid, so that would let any service trace and read its siblings.
+//
 //   - clone3 is allowed, where moby answers ENOSYS (so that libc falls back
 //     to clone, whose flags the filter can see): tori-run's init starts
 //     services straight into their cgroup2 folder with

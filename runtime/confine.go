@@ -210,3 +210,25 @@ func checkSeccompProfile(m *specs.Manifest, app fs.FS) error {
 	}
 	return nil
 }
+
+// seccompSupportFinding says whether this tori-run can apply filters: built
+// with libseccomp, on a kernel with seccomp filters.
+func seccompSupportFinding() Finding {
+	f := Finding{Check: "seccomp"}
+	if !libseccomp.Enabled {
+		f.Status = StatusFail
+		f.Message = "this tori-run was built without seccomp support: it refuses every capsule that does not say seccomp: unconfined"
+		f.Hint = "build it with make build (-tags seccomp, libseccomp-dev installed)"
+		return f
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil && !strings.Contains(string(b), "\nSeccomp:") {
+		f.Status = StatusFail
+		f.Message = "this kernel has no seccomp (no Seccomp: line in /proc/self/status)"
+		f.Hint = "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is)"
+		return f
+	}
+	major, minor, micro := libseccomp.Version()
+	f.Status = StatusPass
+	f.Message = fmt.Sprintf("seccomp filters are applied (libseccomp %d.%d.%d, linked in)", major, minor, micro)
+	return f
+}

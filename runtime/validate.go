@@ -111,6 +111,7 @@ func Validate(target string, o ValidateOptions) *Report {
 			}
 		}
 		r.Findings = append(r.Findings, CheckHost(ho)...)
+		r.add(seccompSupportFinding())
 		if m != nil {
 			r.checkVolumesOnHost(m, o)
 		}

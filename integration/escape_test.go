@@ -199,9 +199,19 @@ func escape() int {
 // returns each attack's outcome (true: it succeeded) and the writable mounts.
 func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool, map[string]bool) {
 	t.Helper()
-	data := t.TempDir()
-	o.Host = &runtime.HostConfig{Volumes: []runtime.AllowedVolume{{Path: data, From: "test"}}}
-	body := extra + "volumes: [\"" + data + ":/data:rw\"]\nservices:\n  victim:\n    command: " + wl + "sleep 60\n  attacker:\n    command: " + wl + "escape\n"
+	data, ref := t.TempDir(), t.TempDir()
+	// A read-only volume with a mount inside it: ro must hold for it too
+	// (rro), not only for the volume's own mount.
+	sub := filepath.Join(ref, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(sub, unix.MNT_DETACH) })
+	o.Host = &runtime.HostConfig{Volumes: []runtime.AllowedVolume{{Path: data, From: "test"}, {Path: ref, ReadOnly: true, From: "test"}}}
+	body := extra + "volumes: [\"" + data + ":/data:rw\", \"" + ref + ":/ref:ro\"]\nservices:\n  victim:\n    command: " + wl + "sleep 60\n  attacker:\n    command: " + wl + "escape\n"
 	inst := start(t, capsule(t, body), o)
 	service(t, inst, "victim")
 	_, lines := service(t, inst, "attacker")
@@ -262,6 +272,9 @@ func TestEscapeRefused(t *testing.T) {
 	}
 	if !writable["/data"] {
 		t.Errorf("the allowed rw volume /data is not writable; writable: %v", writable)
+	}
+	if !writable["/data"] || writable["/ref"] || writable["/ref/sub"] {
+		t.Errorf("want /data writable, /ref and the mount inside it /ref/sub not (rro): writable %v", writable)
 	}
 }
 

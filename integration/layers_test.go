@@ -50,12 +50,20 @@ func TestRootfsLayer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(base, "bin", "busybox"), busybox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "cat", "ls"} {
+	for _, applet := range []string{"sh", "cat", "ls", "id"} {
 		if err := os.Symlink("busybox", filepath.Join(base, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(base, "etc-marker"), []byte("from the layer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A user only the layer knows: user: is looked up in the capsule's own
+	// /etc/passwd, not the host's.
+	if err := os.MkdirAll(filepath.Join(base, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "etc", "passwd"), []byte("root:x:0:0::/root:/bin/sh\ncapsuser:x:4242:4343::/home:/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(base, "capsule.yml"), []byte("name: base\nversion: \"1.0.0\"\nservices:\n  none: { command: /bin/sh }\n"), 0o644); err != nil {
@@ -77,6 +85,16 @@ func TestRootfsLayer(t *testing.T) {
 		t.Errorf("the host's /usr is visible on a rootfs layer: %q", l)
 	}
 	expectLine(t, lines, "done")
+
+	if err := inst.Destroy(context.Background()); err != nil { // the state of "itest" is one instance's at a time
+		t.Fatal(err)
+	}
+	m = capsule(t, "layers: ["+digest+"]\nuser: capsuser\nservices:\n  a:\n    command: /bin/sh -c \"echo uid $(id -u) gid $(id -g)\"\n")
+	inst = start(t, m, o)
+	_, lines = service(t, inst, "a")
+	if l := expectLine(t, lines, "uid "); l != "uid 4242 gid 4343" {
+		t.Errorf("user: capsuser from the layer's /etc/passwd: %q", l)
+	}
 }
 
 // TestLayerErrors: an unknown layer, and host stacked with a rootfs layer,

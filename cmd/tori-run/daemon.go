@@ -108,6 +108,9 @@ func printStatus(g *globals, st []runtime.CapsuleStatus) {
 		if len(rel) > 12 {
 			rel = rel[:12]
 		}
+		if c.Seccomp != "" && c.Seccomp != "default" {
+			rel += ", seccomp " + c.Seccomp // a weaker or other filter is named
+		}
 		fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t\t\t\t\t\t\n", c.Name, rel, c.State, c.Error)
 		for _, s := range c.Services {
 			pid, up, exit, mem, cpu := "-", "-", "-", "-", "-"

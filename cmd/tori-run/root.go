@@ -81,6 +81,8 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newRunCmd(g),
 		newSpecCmd(g),
 		newDaemonCmd(g),
+		newExportImageCmd(g),
+		newContainerReadyCmd(g),
 		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 0, cobra.ExactArgs(2)),
 		notYet("rollback NAME", "Switch a capsule back to its previous release", 0, cobra.ExactArgs(1)),
 	)

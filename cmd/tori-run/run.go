@@ -23,6 +23,7 @@ func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
 func newRunCmd(g *globals) *cobra.Command {
 	var slice, cgroupParent string
 	var hf hostFlags
+	var inContainer bool
 	c := &cobra.Command{
 		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
 		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
@@ -34,15 +35,30 @@ after its stop timeout its whole process tree is killed; nothing of the
 instance is left behind.
 
 Exit status: 0 when every service was stopped on request or exited 0, 1 when
-one failed to start, failed, or was OOM-killed (a summary says which).`,
+one failed to start, failed, or was OOM-killed (a summary says which).
+
+--in-container is container mode, the entrypoint of an exported image
+(export-image): PID 1 of a container an engine made, the services as plain
+children under the same supervisor, the state proxy at TORI_STATE_SOCKET, the
+store on the mounted state volume; no namespaces, mounts or cgroups of its own.
+Without an argument it runs the image's capsule (docs/CLUSTER.md).`,
 		Example: `  tori-run run tori-metacognitive --slice examples/metacog/tori-metacog.slice
   tori-run run examples/metacog          # straight from an app folder, without building
   tori-run run tori-metacognitive --allow-volume /opt/tori/state   # the operator allows its volume
 
 A volume's host path must be allowed by the operator (--allow-volume, or
 volumes: in the host configuration); tori-run's own folders never are.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if inContainer {
+				if slice != "" || cgroupParent != "" {
+					return usagef("run --in-container: --slice and --cgroup-parent do not apply: in a container the limits are the engine's")
+				}
+				return g.runInContainer(cmd, args)
+			}
+			if len(args) != 1 {
+				return usagef("run: expected NAME|DIGEST|capsule.yml|APP-DIR (only --in-container runs the image's own capsule without one)")
+			}
 			o := g.runtimeOptions(slice, cgroupParent)
 			var err error
 			if o.Host, err = hf.load(); err != nil {
@@ -60,6 +76,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 		},
 	}
 	c.Flags().StringVar(&slice, "slice", "", "systemd .slice file whose limits override the manifest's resources")
+	c.Flags().BoolVar(&inContainer, "in-container", false, "container mode: PID 1 of a container made by an engine (see docs/CLUSTER.md)")
 	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")
 	addHostFlags(c, &hf)
 	return c

@@ -1,0 +1,375 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/runtime/image"
+	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/state"
+	"github.com/tori-run/tori-run/state/proxy"
+	"github.com/tori-run/tori-run/supervisor"
+)
+
+// Container mode (tori-run run --in-container): tori-run as PID 1 of a
+// container someone else made (containerd, podman, Kubernetes). It makes no
+// namespace, mount or cgroup and needs no privilege beyond the container's:
+// the isolation and the limits are the engine's. What it keeps of run: the
+// supervisor (restart, readiness, ordering, logs) over the manifest's
+// services, the state proxy with its rate limit on TORI_STATE_SOCKET and
+// the store under TORI_STATE_ROOT (a mounted volume), the stop in reverse
+// order on SIGTERM. As PID 1 it reaps every orphan and forwards SIGHUP,
+// SIGUSR1 and SIGUSR2 to the services. See docs/CLUSTER.md.
+
+// ContainerOptions tune RunInContainer.
+type ContainerOptions struct {
+	Root      string // TORI_ROOT: logs/, the admin socket (in the container's own filesystem)
+	StateRoot string // TORI_STATE_ROOT: mount a volume here
+	// StateSocket is where the state proxy listens (TORI_STATE_SOCKET).
+	StateSocket string
+	// StatusFile receives the services' status on every change (for
+	// tori-run container-ready, an exec readiness probe).
+	StatusFile string
+	// StopDeadline bounds the stop after SIGTERM; 0 is the sum of the
+	// services' stop timeouts and 10 s (give the engine's grace period at
+	// least that).
+	StopDeadline time.Duration
+	Log          zerolog.Logger
+	Metrics      *proxy.Metrics
+}
+
+// Defaults of container mode, where the exported image puts things.
+const (
+	DefaultContainerStatus = "/run/tori/status.json"
+)
+
+func (o *ContainerOptions) defaults() {
+	if o.Root == "" {
+		o.Root = DefaultRoot
+	}
+	if o.StateRoot == "" {
+		o.StateRoot = image.StateRoot
+	}
+	if o.StateSocket == "" {
+		o.StateSocket = image.StateSocket
+	}
+	if o.StatusFile == "" {
+		o.StatusFile = DefaultContainerStatus
+	}
+}
+
+// containerRun is one run of a capsule in container mode.
+type containerRun struct {
+	m        *specs.Manifest
+	app      string
+	release  string
+	buildSHA string
+	socket   string
+	cred     *syscall.Credential
+	reaper   *reaper
+	log      zerolog.Logger
+}
+
+// resolveInContainer finds what to run: with no ref, the capsule of the
+// exported image (/.tori/capsule.yml, the app at /app, /.tori/release.json);
+// else a capsule.yml, an app folder, or an installed release under root.
+func resolveInContainer(ref, root string) (*specs.Manifest, string, image.ReleaseInfo, error) {
+	var info image.ReleaseInfo
+	if ref == "" {
+		m, err := specs.Load(image.ManifestPath)
+		if err != nil {
+			return nil, "", info, fmt.Errorf("container mode without an argument runs the image's capsule: %w", err)
+		}
+		b, err := os.ReadFile(image.ReleasePath)
+		if err != nil {
+			return nil, "", info, fmt.Errorf("container mode: %w", err)
+		}
+		if err := json.Unmarshal(b, &info); err != nil {
+			return nil, "", info, fmt.Errorf("%s: %w", image.ReleasePath, err)
+		}
+		return m, image.AppDir, info, nil
+	}
+	if fi, err := os.Stat(ref); err == nil {
+		mf := ref
+		if fi.IsDir() {
+			mf = filepath.Join(ref, "capsule.yml")
+		}
+		m, err := specs.Load(mf)
+		if err != nil {
+			return nil, "", info, err
+		}
+		app, err := filepath.Abs(filepath.Dir(mf))
+		if err != nil {
+			return nil, "", info, err
+		}
+		return m, app, image.ReleaseInfo{Name: m.Name, Version: m.Version, Digest: "unreleased"}, nil
+	}
+	store, err := release.Open(root)
+	if err != nil {
+		return nil, "", info, err
+	}
+	rel, err := store.Resolve(ref)
+	if err != nil {
+		return nil, "", info, fmt.Errorf("%q is not a capsule.yml, an app folder or an installed release: %w", ref, err)
+	}
+	m, err := specs.Load(filepath.Join(rel.Path, "capsule.yml"))
+	if err != nil {
+		return nil, "", info, err
+	}
+	return m, filepath.Join(rel.Path, "app"), image.ReleaseInfo{Name: m.Name, Version: m.Version, Digest: rel.Digest, BuildSHA: rel.BuildSHA}, nil
+}
+
+// RunInContainer runs a capsule in container mode until every service is
+// done or ctx ends (SIGTERM, SIGINT), then stops the services in reverse
+// order and closes the state store. Service output is logged under
+// <root>/logs and echoed to out, as under run.
+func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.Writer) (*RunResult, error) {
+	o.defaults()
+	m, app, info, err := resolveInContainer(ref, o.Root)
+	if err != nil {
+		return nil, err
+	}
+	log := CapsuleLogger(o.Log, m.Name, info.Digest, info.BuildSHA)
+	c := &containerRun{m: m, app: app, release: info.Digest, buildSHA: info.BuildSHA, socket: o.StateSocket, log: log}
+	if c.cred, err = containerCredential(m.User); err != nil {
+		return nil, err
+	}
+	engineOwned(m, log)
+	if os.Getpid() != 1 {
+		// Not PID 1 (docker --init, tini, a test): orphans of the services
+		// still come to tori-run, not to whoever is PID 1.
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("becoming a child subreaper: %w", err)
+		}
+	}
+	c.reaper = newReaper(log)
+	defer c.reaper.close()
+	defer c.reaper.killOrphans()
+
+	st, err := c.serveState(o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := errors.Join(st.srv.Shutdown(sctx), st.store.Close()); err != nil {
+			log.Error().Err(err).Msg("closing the state store")
+		}
+	}()
+
+	notify := filepath.Join(filepath.Dir(o.StatusFile), "notify")
+	if err := os.MkdirAll(notify, 0o700); err != nil {
+		return nil, err
+	}
+	sup, err := supervisor.New(supervisorConfigs(m), containerRunner{c}, supervisor.Options{
+		Prober:    containerProber{c},
+		LogDir:    LogDir(o.Root, m.Name),
+		NotifyDir: notify,
+		Log:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	echo := echoLogs(ctx, LogDir(o.Root, m.Name), m, out)
+	sub := sup.Events()
+	defer sub.Close()
+	fwd := make(chan os.Signal, 4)
+	signal.Notify(fwd, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2)
+	defer signal.Stop(fwd)
+
+	log.Info().Int(FieldPID, os.Getpid()).Str("state_socket", o.StateSocket).Str("state_root", o.StateRoot).Msg("container mode: starting the services")
+	res := &RunResult{}
+	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
+		log.Error().Err(err).Msg("starting the services")
+	}
+	writeStatus(o.StatusFile, m.Name, sup.Status(), log)
+loop:
+	for !allTerminal(sup.Status()) {
+		select {
+		case <-sub.C():
+			writeStatus(o.StatusFile, m.Name, sup.Status(), log)
+		case sig := <-fwd:
+			log.Info().Str("signal", unix.SignalName(sig.(syscall.Signal))).Msg("forwarding to the services")
+			c.reaper.signalAll(sig.(syscall.Signal))
+		case <-ctx.Done():
+			res.Signaled = true
+			log.Info().Msg("stopping the services in reverse order")
+			break loop
+		}
+	}
+	deadline := o.StopDeadline
+	if deadline == 0 {
+		deadline = stopDeadline(m)
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	if err := sup.Stop(stopCtx); err != nil {
+		log.Error().Err(err).Msg("stopping the services")
+	}
+	sup.Wait()
+	echo()
+	res.Services = sup.Status()
+	writeStatus(o.StatusFile, m.Name, res.Services, log)
+	return res, nil
+}
+
+// engineOwned logs what the manifest asks that, in a container, the engine
+// provides (or not): limits, volumes, network, a read-only root.
+func engineOwned(m *specs.Manifest, log zerolog.Logger) {
+	if d := m.Resources.Directives(); len(d) > 0 {
+		log.Info().Strs("resources", d).Msg("resources: the container's limits are the engine's (the image's labels carry the manifest's)")
+	}
+	for _, v := range m.Volumes {
+		if _, err := os.Stat(v.Capsule); err != nil {
+			log.Warn().Str("volume", v.Capsule).Msg("the manifest's volume is not in the container: mount it with the engine")
+		}
+	}
+	if m.Network == specs.NetworkNone {
+		log.Info().Msg("network: none is the engine's to give (a pod or container without a network)")
+	}
+}
+
+// containerCredential is the manifest's user, or nil to run as tori-run.
+func containerCredential(user string) (*syscall.Credential, error) {
+	if user == "" {
+		return nil, nil
+	}
+	uid, gid, err := lookupUser(user)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w (the image's /etc/passwd must name it)", user, err)
+	}
+	if int(uid) == os.Geteuid() && int(gid) == os.Getegid() {
+		return nil, nil
+	}
+	return &syscall.Credential{Uid: uid, Gid: gid, NoSetGroups: true}, nil
+}
+
+// serveState opens the capsule's store on the state root and serves it on
+// the state socket (services, identified by their process ancestry) and on
+// <root>/instances/<name>-container/admin/state.sock (tori-run state, from
+// kubectl exec or ctr task exec).
+func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
+	m := c.m
+	sopts := state.Options{Buffer: m.Settings.StateBuffer, Log: c.log}
+	if o.Metrics != nil {
+		sopts.OnCommit = o.Metrics.CommitObserver(m.Name)
+	}
+	st, err := state.Open(StateDir(o.StateRoot, m.Name), sopts)
+	if err != nil {
+		return nil, fmt.Errorf("capsule state under TORI_STATE_ROOT=%s (mount a volume there): %w", o.StateRoot, err)
+	}
+	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
+		Identify: c.identify, Metrics: o.Metrics, Log: c.log})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(o.StateSocket), 0o755); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	l, err := proxy.Listen(o.StateSocket)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("state socket TORI_STATE_SOCKET=%s: %w", o.StateSocket, err)
+	}
+	if c.cred != nil {
+		// Services run as the manifest's user: let them connect.
+		_ = os.Chmod(o.StateSocket, 0o666)
+	}
+	go func() { _ = srv.Serve(l) }()
+	admin := filepath.Join(o.Root, "instances", m.Name+"-container", "admin", "state.sock")
+	if err := os.MkdirAll(filepath.Dir(admin), 0o700); err != nil {
+		c.log.Warn().Err(err).Msg("no admin state socket: tori-run state will open the store itself")
+	} else if al, err := proxy.Listen(admin); err != nil {
+		c.log.Warn().Err(err).Msg("no admin state socket")
+	} else {
+		_ = os.Chmod(admin, 0o600)
+		go func() { _ = srv.ServeAdmin(al) }()
+	}
+	return &capsuleState{store: st, srv: srv}, nil
+}
+
+// identify maps a peer's pid to the service it descends from. In a
+// container every service shares one trust domain (the engine isolates
+// the capsule as a whole), so this names the writer; it is not a wall
+// between services as a cgroup is under run.
+func (c *containerRun) identify(pid int32) (string, error) {
+	if s, ok := c.reaper.serviceOf(int(pid)); ok {
+		// A probe's process is labelled "NAME (probe)".
+		if name, _, _ := strings.Cut(s, " "); c.m.Service(name) != nil {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("pid %d is not a service of capsule %s", pid, c.m.Name)
+}
+
+// ContainerStatus is what StatusFile holds.
+type ContainerStatus struct {
+	Capsule  string                     `json:"capsule"`
+	Ready    bool                       `json:"ready"`
+	Services []supervisor.ServiceStatus `json:"services"`
+}
+
+func writeStatus(file, capsule string, st []supervisor.ServiceStatus, log zerolog.Logger) {
+	cs := ContainerStatus{Capsule: capsule, Ready: containerReady(st), Services: st}
+	b, err := json.MarshalIndent(cs, "", "  ")
+	if err == nil {
+		tmp := file + ".tmp"
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+			err = os.Rename(tmp, file)
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("file", file).Msg("writing the status file")
+	}
+}
+
+// containerReady: every service is ready, or a one-shot that exited 0.
+func containerReady(st []supervisor.ServiceStatus) bool {
+	for _, s := range st {
+		if s.State != supervisor.StateReady && s.State != supervisor.StateExited {
+			return false
+		}
+	}
+	return len(st) > 0
+}
+
+// ContainerReady reads the status file of a capsule in container mode and
+// says whether it is ready: nil, or an error naming what is not.
+func ContainerReady(file string) error {
+	if file == "" {
+		file = DefaultContainerStatus
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("no status yet: %w", err)
+	}
+	var cs ContainerStatus
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if cs.Ready {
+		return nil
+	}
+	for _, s := range cs.Services {
+		if s.State != supervisor.StateReady && s.State != supervisor.StateExited {
+			return fmt.Errorf("capsule %s: service %s is %s (%s)", cs.Capsule, s.Name, s.State, s.Reason)
+		}
+	}
+	return fmt.Errorf("capsule %s: not ready", cs.Capsule)
+}

@@ -217,9 +217,24 @@ loop:
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
 	defer cancel()
+	// Once every service has ended, what is left was started by a service
+	// and left its process group (setsid): nothing else stops it, and it
+	// may hold a log pipe open, which Stop would wait for.
+	stopped := make(chan struct{})
+	go func() {
+		for !allTerminal(sup.Status()) {
+			select {
+			case <-stopped:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		c.reaper.killOrphans()
+	}()
 	if err := sup.Stop(stopCtx); err != nil {
 		log.Error().Err(err).Msg("stopping the services")
 	}
+	close(stopped)
 	sup.Wait()
 	echo()
 	res.Services = sup.Status()

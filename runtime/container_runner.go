@@ -107,8 +107,10 @@ func (r *reaper) reapAll() {
 			p.ended(ws)
 		case p == nil && wpid == pid:
 			r.log.Debug().Int(FieldPID, pid).Msg("reaped an orphan")
-		case err != nil:
+		case err != nil && !errors.Is(err, unix.ECHILD):
 			r.log.Warn().Err(err).Int(FieldPID, pid).Msg("reaping")
+			return
+		case err != nil:
 			return
 		}
 	}
@@ -158,7 +160,7 @@ func (r *reaper) signalAll(sig syscall.Signal) {
 }
 
 // killOrphans SIGKILLs every remaining child of this process (orphans that
-// left their service's process group) and reaps them.
+// left their service's process group).
 func (r *reaper) killOrphans() {
 	self := os.Getpid()
 	ents, _ := os.ReadDir("/proc")
@@ -171,8 +173,7 @@ func (r *reaper) killOrphans() {
 			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 	}
-	time.Sleep(10 * time.Millisecond)
-	r.reapAll()
+	// The reaper reaps them at their SIGCHLD.
 }
 
 // procParent reads a process's parent and process group from /proc.

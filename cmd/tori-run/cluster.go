@@ -81,3 +81,31 @@ func newContainerReadyCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func newExportManifestsCmd(g *globals) *cobra.Command {
+	var dir, img, size string
+	c := &cobra.Command{
+		Use:   "export-manifests NAME|DIGEST",
+		Short: "Write a Kubernetes Deployment and a Nomad job for an exported image",
+		Long: `Write <dir>/kubernetes.yaml (a Deployment with a PersistentVolumeClaim for the
+state, an exec readiness probe, memory and cpu limits from the manifest's
+resources) and <dir>/nomad.hcl (a job for the docker driver with a host
+volume for the state) for the image export-image makes of the release.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k8s, nomad, err := image.Manifests(args[0], image.ManifestOptions{Root: g.root, Image: img, StateSize: size})
+			if err != nil {
+				return err
+			}
+			if dir == "-" {
+				fmt.Fprintf(g.stdout, "%s---\n%s", k8s, nomad)
+				return nil
+			}
+			return image.WriteManifests(dir, k8s, nomad)
+		},
+	}
+	c.Flags().StringVarP(&dir, "output", "o", ".", "folder to write kubernetes.yaml and nomad.hcl into; - prints both")
+	c.Flags().StringVar(&img, "image", "", "the image reference (default localhost/tori/NAME:VERSION, as export-image tags it)")
+	c.Flags().StringVar(&size, "state-size", "1Gi", "size of the state volume claim")
+	return c
+}

@@ -83,6 +83,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newDaemonCmd(g),
 		newExportImageCmd(g),
 		newContainerReadyCmd(g),
+		newExportManifestsCmd(g),
 		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 0, cobra.ExactArgs(2)),
 		notYet("rollback NAME", "Switch a capsule back to its previous release", 0, cobra.ExactArgs(1)),
 	)

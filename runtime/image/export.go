@@ -212,7 +212,7 @@ type namedLayer struct {
 func tagSafe(v string) string {
 	b := []byte(v)
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+		if !tagChar(c) {
 			b[i] = '_'
 		}
 	}
@@ -223,6 +223,10 @@ func tagSafe(v string) string {
 		b = b[:128]
 	}
 	return string(b)
+}
+
+func tagChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
 }
 
 // toriLayer holds tori-run, the manifest, the release record, and the

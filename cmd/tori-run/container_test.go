@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // runContainerMode runs `tori-run run --in-container DIR` as a plain child
@@ -104,4 +105,62 @@ func TestContainerModeExitsWithTheCapsulesResult(t *testing.T) {
 	if !strings.Contains(out, "bad: failed") || !strings.Contains(out, "exited with status 3") {
 		t.Errorf("the summary does not say bad failed with status 3:\n%s", out)
 	}
+}
+
+// TestContainerModeForwardsSignalsAndReportsReady: SIGHUP reaches the
+// services, container-ready says ready once they are, and SIGTERM stops
+// them (exit 0: stopped on request).
+func TestContainerModeForwardsSignalsAndReportsReady(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	if err := os.MkdirAll(app, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	manifest := "name: csig\nversion: \"1.0.0\"\nservices:\n  hup:\n    command: sh -c 'trap \"echo hup >> " + dir + "/hup\" HUP; trap \"exit 0\" TERM; while :; do sleep 0.05; done'\n    ready:\n      exec: \"true\"\n      interval: 100ms\n"
+	if err := os.WriteFile(filepath.Join(app, "capsule.yml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status := filepath.Join(dir, "run", "status.json")
+	env := append(os.Environ(), "TORI_STATE_ROOT="+filepath.Join(dir, "state"), "TORI_STATE_SOCKET="+filepath.Join(dir, "run", "state.sock"), "TORI_STATUS_FILE="+status)
+	cmd := exec.Command(binary, "--root", filepath.Join(dir, "root"), "run", "--in-container", app)
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	ready := func() bool {
+		c := exec.Command(binary, "container-ready")
+		c.Env = env
+		return c.Run() == nil
+	}
+	waitFor(t, "container-ready", ready)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forwarded SIGHUP", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "hup"))
+		return strings.Contains(string(b), "hup")
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v, want exit 0:\n%s", err, out.String())
+	}
+	if ready() {
+		t.Errorf("container-ready says ready after the capsule stopped")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no %s within 10 s", what)
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,24 @@ type ContainerOptions struct {
 	StopDeadline time.Duration
 	Log          zerolog.Logger
 	Metrics      *proxy.Metrics
+
+	stateOnVolume bool
+}
+
+// stateRoots are where container mode looks for the state volume when
+// TORI_STATE_ROOT is not set: the image's folder, then SPEC's default.
+var stateRoots = []string{image.StateRoot, DefaultStateRoot}
+
+// pickStateRoot is the first of stateRoots that is a mount point (the
+// engine mounted a volume there), else the first: then the state lives and
+// dies with the container, which is said in a warning.
+func pickStateRoot() (string, bool) {
+	for _, d := range stateRoots {
+		if ok, err := mountinfo.Mounted(d); err == nil && ok {
+			return d, true
+		}
+	}
+	return stateRoots[0], false
 }
 
 // Defaults of container mode, where the exported image puts things.
@@ -61,7 +80,9 @@ func (o *ContainerOptions) defaults() {
 		o.Root = DefaultRoot
 	}
 	if o.StateRoot == "" {
-		o.StateRoot = image.StateRoot
+		o.StateRoot, o.stateOnVolume = pickStateRoot()
+	} else {
+		o.stateOnVolume = true // the engine's configuration said where
 	}
 	if o.StateSocket == "" {
 		o.StateSocket = image.StateSocket
@@ -148,6 +169,10 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 		return nil, err
 	}
 	engineOwned(m, log)
+	if !o.stateOnVolume {
+		log.Warn().Str("state_root", o.StateRoot).Strs("looked_at", stateRoots).
+			Msg("no volume is mounted for the state: it is lost with the container (mount one at " + image.StateRoot + " or set TORI_STATE_ROOT)")
+	}
 	if os.Getpid() != 1 {
 		// Not PID 1 (docker --init, tini, a test): orphans of the services
 		// still come to tori-run, not to whoever is PID 1.
@@ -270,7 +295,8 @@ func containerCredential(user string) (*syscall.Credential, error) {
 	if int(uid) == os.Geteuid() && int(gid) == os.Getegid() {
 		return nil, nil
 	}
-	return &syscall.Credential{Uid: uid, Gid: gid, NoSetGroups: true}, nil
+	// No supplementary groups: those of root are not the service's.
+	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}, nil
 }
 
 // serveState opens the capsule's store on the state root and serves it on

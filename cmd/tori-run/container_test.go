@@ -164,3 +164,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("no %s within 10 s", what)
 }
+
+// TestContainerModeRunsAsTheManifestsUser: user: runs the services as that
+// user, with no supplementary group of root's, and they can still reach the
+// state proxy.
+func TestContainerModeRunsAsTheManifestsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to change user")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("no python3")
+	}
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755)
+	}
+	put := "import http.client, socket, os\nclass C(http.client.HTTPConnection):\n    def connect(self):\n        self.sock = socket.socket(socket.AF_UNIX)\n        self.sock.connect(os.environ['TORI_STATE_SOCKET'])\nc = C('s')\nc.request('PUT', '/v1/kv/who', str(os.getuid()).encode()); r = c.getresponse(); r.read()\nprint('uid', os.getuid(), 'groups', os.getgroups(), 'put', r.status)\n"
+	code, out := runContainerMode(t, dir, "name: cuser\nversion: \"1.0.0\"\nuser: \"65534:65534\"\nservices:\n  who:\n    command: python3 who.py\n    restart: never\n", "who.py", put)
+	if code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, out)
+	}
+	if !strings.Contains(out, "uid 65534 groups [] put 204") {
+		t.Errorf("want the service as uid 65534 with no supplementary groups, its PUT accepted:\n%s", out)
+	}
+}

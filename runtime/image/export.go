@@ -309,7 +309,9 @@ func configure(img v1.Image, m *specs.Manifest, info ReleaseInfo) (v1.Image, err
 		env[k] = v
 	}
 	env["PATH"] = capsulePATH
-	env["TORI_STATE_ROOT"] = StateRoot
+	// TORI_STATE_ROOT is left to the engine: unset, container mode puts
+	// the store on whichever of /var/lib/tori and /opt/tori/state is a
+	// mounted volume.
 	env["TORI_STATE_SOCKET"] = StateSocket
 	cf.Config.Env = cf.Config.Env[:0]
 	for k, v := range env {

@@ -55,7 +55,7 @@ services:
     command: python3 writer.py
     restart: never
   sh:
-    command: /bin/sh -c "exit 0"
+    command: /bin/sh -c "sleep 0 && exit 0"
     restart: never
 dependencies:
   python: "3.11"
@@ -169,7 +169,7 @@ func TestHostBaseHoldsWhatCommandsNeed(t *testing.T) {
 	interp, _, _ := elfDeps(py)
 	interp, _ = filepath.EvalSymlinks(interp)
 	for _, want := range []string{"usr/bin/python3", strings.TrimPrefix(py, "/"), "bin", "usr/bin/dash",
-		strings.TrimPrefix(interp, "/"), "usr/lib/" + filepath.Base(py) + "/os.py", "usr/lib/" + filepath.Base(py) + "/encodings/utf_8.py", "etc/passwd", "tmp"} {
+		strings.TrimPrefix(interp, "/"), "usr/lib/" + filepath.Base(py) + "/os.py", "usr/lib/" + filepath.Base(py) + "/encodings/utf_8.py", "etc/passwd", "tmp", "usr/bin/sleep"} {
 		if !l.has(want) {
 			t.Errorf("the minimal base has no %s", want)
 		}

@@ -270,10 +270,49 @@ func (b *hostBase) program(argv []string, appDir, where string) error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
+	if isShell(real) {
+		b.shellScript(argv[1:], where)
+	}
 	if !isELF(b.hostPath(real)) {
 		return b.interpreterOf(b.hostPath(real), where)
 	}
 	return nil
+}
+
+var shellNames = regexp.MustCompile(`^(sh|dash|bash|ash|ksh|zsh|busybox)$`)
+
+func isShell(p string) bool { return shellNames.MatchString(path.Base(p)) }
+
+// shellScript adds, from the arguments of a shell (sh -c 'SCRIPT'), every
+// word that names a program in the capsule's PATH: a best effort, since a
+// shell script's commands are not known until it runs. A word that names
+// nothing on the host is left alone.
+func (b *hostBase) shellScript(args []string, where string) {
+	script := ""
+	for i, a := range args {
+		if a == "-c" && i+1 < len(args) {
+			script = args[i+1]
+		}
+	}
+	b.shellWords(script, where)
+}
+
+var shellWord = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
+
+func (b *hostBase) shellWords(script, where string) {
+	words := strings.FieldsFunc(script, func(r rune) bool {
+		return strings.ContainsRune(" \t\n;|&()<>`$\"'{}!=", r)
+	})
+	seen := map[string]bool{}
+	for _, w := range words {
+		if seen[w] || !shellWord.MatchString(w) {
+			continue
+		}
+		seen[w] = true
+		if p, err := b.lookPath(w); err == nil && !b.seen[p] {
+			_ = b.program([]string{w}, "", where+" (named in a shell script)")
+		}
+	}
 }
 
 func (b *hostBase) lookPath(name string) (string, error) {
@@ -329,6 +368,11 @@ func (b *hostBase) interpreterOf(file, where string) error {
 	words := strings.Fields(rest)
 	if len(words) == 0 {
 		return fmt.Errorf("%s: %s: an empty #! line", where, file)
+	}
+	if isShell(words[0]) || (path.Base(words[0]) == "env" && len(words) > 1 && isShell(words[1])) {
+		if b2, err := os.ReadFile(file); err == nil && len(b2) <= 1<<20 {
+			defer b.shellWords(string(b2), where+" ("+filepath.Base(file)+")")
+		}
 	}
 	argv := words[:1]
 	if path.Base(words[0]) == "env" {

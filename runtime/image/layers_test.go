@@ -150,7 +150,7 @@ func TestExportOnBase(t *testing.T) {
 	if slices.Contains(layers[0], "usr/bin/python3") {
 		t.Errorf("--base still got the host base")
 	}
-	if !slices.Contains(env, "BASE_VAR=1") || !slices.Contains(env, "PATH="+capsulePATH) || !slices.Contains(env, "TORI_STATE_ROOT="+StateRoot) {
-		t.Errorf("env %v: want the base's BASE_VAR, the capsule's PATH and TORI_STATE_ROOT", env)
+	if !slices.Contains(env, "BASE_VAR=1") || !slices.Contains(env, "PATH="+capsulePATH) || !slices.Contains(env, "TORI_STATE_SOCKET="+StateSocket) {
+		t.Errorf("env %v: want the base's BASE_VAR, the capsule's PATH and TORI_STATE_SOCKET", env)
 	}
 }

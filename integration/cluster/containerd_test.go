@@ -309,6 +309,23 @@ func TestContainerdRunsExportedImage(t *testing.T) {
 		t.Errorf("writer never saw 429 with Retry-After: %s", verdict)
 	}
 
+	// Inside the running container: the readiness probe the examples use,
+	// and tori-run state through container mode's admin socket.
+	execIn := func(name string, argv ...string) string {
+		t.Helper()
+		b, err := cd.ctr(append([]string{"task", "exec", "--exec-id", name, id}, argv...)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("ctr task exec %v: %v\n%s", argv, err, b)
+		}
+		return string(b)
+	}
+	if got := execIn("ready", "/.tori/tori-run", "container-ready"); !strings.Contains(got, "ready") {
+		t.Errorf("container-ready said %q", got)
+	}
+	if got := execIn("state", "/.tori/tori-run", "state", "get", "statewriter", "k042"); strings.TrimSpace(got) != "value-42" {
+		t.Errorf("tori-run state get statewriter k042 inside the container: %q, want value-42", got)
+	}
+
 	if err := cd.ctr("task", "kill", "-s", "SIGTERM", id).Run(); err != nil {
 		t.Fatalf("ctr task kill -s SIGTERM: %v", err)
 	}

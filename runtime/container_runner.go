@@ -97,6 +97,10 @@ func (r *reaper) reapAll() {
 		p := r.procs[pid]
 		if p != nil {
 			_ = unix.Kill(-pid, unix.SIGKILL)
+			// From here its pid may be reused: no more signals by number.
+			p.mu.Lock()
+			p.reaped = true
+			p.mu.Unlock()
 		}
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
@@ -133,7 +137,10 @@ func (r *reaper) start(label, prog string, argv, env []string, dir string, cred 
 	if err != nil {
 		return nil, &supervisor.StartError{Service: label, Err: fmt.Errorf("%s: %w", prog, err), Perm: permanentErrno(errnoName(err))}
 	}
-	p := &childProc{pid: pid, pidfd: os.NewFile(uintptr(pidfd), "pidfd"), done: make(chan struct{}), r: r}
+	p := &childProc{pid: pid, done: make(chan struct{}), r: r}
+	if pidfd >= 0 { // CLONE_PIDFD: Linux 5.3 and later
+		p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	}
 	r.procs[pid] = p
 	return p, nil
 }
@@ -243,8 +250,10 @@ func (p *childProc) ended(ws unix.WaitStatus) {
 	}
 	p.mu.Lock()
 	p.exit, p.reaped = ex, true
-	_ = p.pidfd.Close()
-	p.pidfd = nil
+	if p.pidfd != nil {
+		_ = p.pidfd.Close()
+		p.pidfd = nil
+	}
 	p.mu.Unlock()
 	close(p.done)
 }
@@ -258,14 +267,21 @@ func (p *childProc) Exit() supervisor.Exit {
 	return p.exit
 }
 
-// Signal signals the main process through its pidfd.
+// Signal signals the main process through its pidfd (or, on a kernel
+// without CLONE_PIDFD, by number while it is not reaped: until then the
+// number cannot be reused).
 func (p *childProc) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pidfd == nil {
+	if p.reaped {
 		return nil
 	}
-	err := unix.PidfdSendSignal(int(p.pidfd.Fd()), sig, nil, 0)
+	var err error
+	if p.pidfd != nil {
+		err = unix.PidfdSendSignal(int(p.pidfd.Fd()), sig, nil, 0)
+	} else {
+		err = unix.Kill(p.pid, sig)
+	}
 	if errors.Is(err, unix.ESRCH) {
 		return nil
 	}

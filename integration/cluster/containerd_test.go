@@ -242,6 +242,17 @@ func TestContainerdRunsExportedImage(t *testing.T) {
 	}
 	os.Remove(b)
 
+	// A second reader of the format: skopeo sees an OCI image with the labels.
+	if _, err := exec.LookPath("skopeo"); err == nil {
+		var info struct{ Labels map[string]string }
+		if err := json.Unmarshal([]byte(run(t, "skopeo", "inspect", "oci-archive:"+a)), &info); err != nil {
+			t.Fatalf("skopeo inspect: %v", err)
+		}
+		if info.Labels["run.tori.capsule"] != "statewriter" || info.Labels["run.tori.resources.MemoryMax"] != "256M" {
+			t.Errorf("skopeo inspect: labels %v", info.Labels)
+		}
+	}
+
 	cd := startContainerd(t, filepath.Join(dir, "containerd"))
 	if out, err := cd.ctr("image", "import", a).CombinedOutput(); err != nil {
 		t.Fatalf("ctr image import: %v\n%s", err, out)

@@ -57,6 +57,12 @@ services:
   sh:
     command: /bin/sh -c "sleep 0 && exit 0"
     restart: never
+  env:
+    command: /usr/bin/env -i A=1 head -c0
+    restart: never
+  script:
+    command: sh run.sh
+    restart: never
 dependencies:
   python: "3.11"
 resources:
@@ -151,7 +157,7 @@ func TestExportReproducible(t *testing.T) {
 }
 
 func TestHostBaseHoldsWhatCommandsNeed(t *testing.T) {
-	root := install(t, pyManifest, map[string]string{"writer.py": "print('hi')\n"})
+	root := install(t, pyManifest, map[string]string{"writer.py": "print('hi')\n", "run.sh": "tail -n1 /etc/hostname\n"})
 	st, _ := release.Open(root)
 	rel, err := st.Resolve("writer")
 	if err != nil {
@@ -169,7 +175,7 @@ func TestHostBaseHoldsWhatCommandsNeed(t *testing.T) {
 	interp, _, _ := elfDeps(py)
 	interp, _ = filepath.EvalSymlinks(interp)
 	for _, want := range []string{"usr/bin/python3", strings.TrimPrefix(py, "/"), "bin", "usr/bin/dash",
-		strings.TrimPrefix(interp, "/"), "usr/lib/" + filepath.Base(py) + "/os.py", "usr/lib/" + filepath.Base(py) + "/encodings/utf_8.py", "etc/passwd", "tmp", "usr/bin/sleep"} {
+		strings.TrimPrefix(interp, "/"), "usr/lib/" + filepath.Base(py) + "/os.py", "usr/lib/" + filepath.Base(py) + "/encodings/utf_8.py", "etc/passwd", "tmp", "usr/bin/sleep", "usr/bin/head", "usr/bin/tail"} {
 		if !l.has(want) {
 			t.Errorf("the minimal base has no %s", want)
 		}

@@ -271,7 +271,15 @@ func (b *hostBase) program(argv []string, appDir, where string) error {
 		}
 	}
 	if isShell(real) {
-		b.shellScript(argv[1:], where)
+		b.shellScript(argv[1:], appDir, where)
+	}
+	if path.Base(real) == "env" {
+		// env [-i] [NAME=VALUE]... PROGRAM ARGS: PROGRAM too.
+		for i, a := range argv[1:] {
+			if !strings.HasPrefix(a, "-") && !strings.Contains(a, "=") {
+				return b.program(argv[1+i:], appDir, where)
+			}
+		}
 	}
 	if !isELF(b.hostPath(real)) {
 		return b.interpreterOf(b.hostPath(real), where)
@@ -287,11 +295,25 @@ func isShell(p string) bool { return shellNames.MatchString(path.Base(p)) }
 // word that names a program in the capsule's PATH: a best effort, since a
 // shell script's commands are not known until it runs. A word that names
 // nothing on the host is left alone.
-func (b *hostBase) shellScript(args []string, where string) {
+func (b *hostBase) shellScript(args []string, appDir, where string) {
 	script := ""
 	for i, a := range args {
 		if a == "-c" && i+1 < len(args) {
 			script = args[i+1]
+		}
+	}
+	if script == "" && len(args) > 0 && appDir != "" && !strings.HasPrefix(args[0], "-") {
+		// sh script.sh: the script is the app's.
+		f := args[0]
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(appDir, f)
+		} else if rest, ok := strings.CutPrefix(f, "/app/"); ok {
+			f = filepath.Join(appDir, rest)
+		}
+		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && fi.Size() <= 1<<20 {
+			if data, err := os.ReadFile(f); err == nil {
+				script = string(data)
+			}
 		}
 	}
 	b.shellWords(script, where)

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -105,6 +106,9 @@ func Export(ref, out string, o Options) (*Result, error) {
 	tag := o.Tag
 	if tag == "" {
 		tag = "localhost/tori/" + m.Name + ":" + tagSafe(m.Version)
+	}
+	if _, err := name.ParseReference(tag, name.StrictValidation); err != nil {
+		return nil, fmt.Errorf("--tag %q is not an image reference such as registry.example/%s:%s: %w", tag, m.Name, tagSafe(m.Version), err)
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), ".export-image-")
 	if err != nil {

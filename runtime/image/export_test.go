@@ -96,7 +96,7 @@ func archiveFiles(t *testing.T, p string) map[string][]byte {
 func TestExportReproducible(t *testing.T) {
 	root := install(t, pyManifest, map[string]string{"writer.py": "print('hi')\n"})
 	dir := t.TempDir()
-	o := Options{Root: root, Binary: "/bin/busybox"}
+	o := Options{Root: root, Binary: staticBinary(t)}
 	a, b := filepath.Join(dir, "a.tar"), filepath.Join(dir, "b.tar")
 	ra, err := Export("writer", a, o)
 	if err != nil {
@@ -201,8 +201,16 @@ func TestExportRefusesDynamicBinary(t *testing.T) {
 
 func TestExportNamesAMissingProgram(t *testing.T) {
 	root := install(t, "name: x\nversion: \"1.0.0\"\nservices:\n  a:\n    command: no-such-program-here\n", map[string]string{"f": "x"})
-	_, err := Export("x", filepath.Join(t.TempDir(), "img.tar"), Options{Root: root, Binary: "/bin/busybox"})
+	_, err := Export("x", filepath.Join(t.TempDir(), "img.tar"), Options{Root: root, Binary: staticBinary(t)})
 	if err == nil || !strings.Contains(err.Error(), "services.a.command") || !strings.Contains(err.Error(), "no-such-program-here") {
 		t.Fatalf("err = %v, want one naming services.a.command and the program", err)
+	}
+}
+
+func TestExportRefusesABadTag(t *testing.T) {
+	root := install(t, pyManifest, map[string]string{"writer.py": "print('hi')\n"})
+	_, err := Export("writer", filepath.Join(t.TempDir(), "img.tar"), Options{Root: root, Binary: staticBinary(t), Tag: "Not A Ref"})
+	if err == nil || !strings.Contains(err.Error(), "--tag") {
+		t.Fatalf("err = %v, want one about --tag", err)
 	}
 }

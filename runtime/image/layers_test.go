@@ -80,7 +80,7 @@ func TestExportOnRootfsLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if _, err := Export("onroot", out, Options{Root: root, Binary: "/bin/busybox"}); err != nil {
+	if _, err := Export("onroot", out, Options{Root: root, Binary: staticBinary(t)}); err != nil {
 		t.Fatal(err)
 	}
 	layers, _, _ := exported(t, out)
@@ -140,7 +140,7 @@ func TestExportOnBase(t *testing.T) {
 
 	root := install(t, pyManifest, map[string]string{"writer.py": "print('hi')\n"})
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if _, err := Export("writer", out, Options{Root: root, Binary: "/bin/busybox", Base: baseDir}); err != nil {
+	if _, err := Export("writer", out, Options{Root: root, Binary: staticBinary(t), Base: baseDir}); err != nil {
 		t.Fatal(err)
 	}
 	layers, digests, env := exported(t, out)

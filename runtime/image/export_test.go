@@ -201,9 +201,13 @@ func TestExportRefusesDynamicBinary(t *testing.T) {
 
 func TestExportNamesAMissingProgram(t *testing.T) {
 	root := install(t, "name: x\nversion: \"1.0.0\"\nservices:\n  a:\n    command: no-such-program-here\n", map[string]string{"f": "x"})
-	_, err := Export("x", filepath.Join(t.TempDir(), "img.tar"), Options{Root: root, Binary: staticBinary(t)})
+	out := t.TempDir()
+	_, err := Export("x", filepath.Join(out, "img.tar"), Options{Root: root, Binary: staticBinary(t)})
 	if err == nil || !strings.Contains(err.Error(), "services.a.command") || !strings.Contains(err.Error(), "no-such-program-here") {
 		t.Fatalf("err = %v, want one naming services.a.command and the program", err)
+	}
+	if left, _ := os.ReadDir(out); len(left) != 0 {
+		t.Errorf("a failed export left %v in the output folder", left)
 	}
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/tori-run/tori-run/runtime/image"
 	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/specs"
-	"github.com/tori-run/tori-run/state"
 	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -305,20 +304,11 @@ func containerCredential(user string) (*syscall.Credential, error) {
 // kubectl exec or ctr task exec).
 func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
 	m := c.m
-	sopts := state.Options{Buffer: m.Settings.StateBuffer, Log: c.log}
-	if o.Metrics != nil {
-		sopts.OnCommit = o.Metrics.CommitObserver(m.Name)
-	}
-	st, err := state.Open(StateDir(o.StateRoot, m.Name), sopts)
+	cs, err := openState(m, o.StateRoot, c.identify, o.Metrics, c.log)
 	if err != nil {
-		return nil, fmt.Errorf("capsule state under TORI_STATE_ROOT=%s (mount a volume there): %w", o.StateRoot, err)
+		return nil, fmt.Errorf("capsule state under %s (TORI_STATE_ROOT; mount a volume there): %w", o.StateRoot, err)
 	}
-	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
-		Identify: c.identify, Metrics: o.Metrics, Log: c.log})
-	if err != nil {
-		_ = st.Close()
-		return nil, err
-	}
+	st, srv := cs.store, cs.srv
 	if err := os.MkdirAll(filepath.Dir(o.StateSocket), 0o755); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -342,7 +332,7 @@ func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
 		_ = os.Chmod(admin, 0o600)
 		go func() { _ = srv.ServeAdmin(al) }()
 	}
-	return &capsuleState{store: st, srv: srv}, nil
+	return cs, nil
 }
 
 // identify maps a peer's pid to the service it descends from. In a

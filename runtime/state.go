@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state"
 	"github.com/tori-run/tori-run/state/client"
 	"github.com/tori-run/tori-run/state/proxy"
@@ -44,22 +47,12 @@ type capsuleState struct {
 // startState opens the capsule's store and serves it on the capsule's and
 // the admin socket.
 func (i *Instance) startState() error {
-	m := i.Manifest
-	opts := state.Options{Buffer: m.Settings.StateBuffer, Log: i.Log}
-	if i.opts.Metrics != nil {
-		opts.OnCommit = i.opts.Metrics.CommitObserver(m.Name)
-	}
-	st, err := state.Open(StateDir(i.opts.stateRoot(), m.Name), opts)
+	cs, err := openState(i.Manifest, i.opts.stateRoot(), i.identify, i.opts.Metrics, i.Log)
 	if err != nil {
 		return fmt.Errorf("capsule state: %w", err)
 	}
-	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
-		Identify: i.identify, Metrics: i.opts.Metrics, Log: i.Log})
-	if err != nil {
-		_ = st.Close()
-		return err
-	}
-	i.state = &capsuleState{store: st, srv: srv}
+	i.state = cs
+	srv := cs.srv
 	for _, p := range []struct {
 		path  string
 		admin bool
@@ -92,6 +85,27 @@ func (i *Instance) stopState(ctx context.Context) error {
 	err := errors.Join(i.state.srv.Shutdown(sctx), i.state.store.Close())
 	i.state = nil
 	return err
+}
+
+// openState opens a capsule's store under stateRoot and makes the proxy
+// that serves it (not listening yet): what run, the daemon and container
+// mode share.
+func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger) (*capsuleState, error) {
+	opts := state.Options{Buffer: m.Settings.StateBuffer, Log: log}
+	if metrics != nil {
+		opts.OnCommit = metrics.CommitObserver(m.Name)
+	}
+	st, err := state.Open(StateDir(stateRoot, m.Name), opts)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
+		Identify: identify, Metrics: metrics, Log: log})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return &capsuleState{store: st, srv: srv}, nil
 }
 
 // identify maps a peer's host pid to the service whose cgroup holds it:

@@ -164,7 +164,7 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 	}
 	log := CapsuleLogger(o.Log, m.Name, info.Digest, info.BuildSHA)
 	c := &containerRun{m: m, app: app, release: info.Digest, buildSHA: info.BuildSHA, socket: o.StateSocket, log: log}
-	if c.cred, err = containerCredential(m.User); err != nil {
+	if c.cred, err = containerCredential(m); err != nil {
 		return nil, err
 	}
 	engineOwned(m, log)
@@ -283,13 +283,14 @@ func engineOwned(m *specs.Manifest, log zerolog.Logger) {
 }
 
 // containerCredential is the manifest's user, or nil to run as tori-run.
-func containerCredential(user string) (*syscall.Credential, error) {
-	if user == "" {
+func containerCredential(m *specs.Manifest) (*syscall.Credential, error) {
+	if m.User == "" {
 		return nil, nil
 	}
-	uid, gid, err := lookupUser(user)
+	// The container's own /etc/passwd, as run reads the capsule's.
+	uid, gid, err := resolveUser(m, nil)
 	if err != nil {
-		return nil, fmt.Errorf("user %q: %w (the image's /etc/passwd must name it)", user, err)
+		return nil, fmt.Errorf("%w (the image's /etc/passwd must name the user)", err)
 	}
 	if int(uid) == os.Geteuid() && int(gid) == os.Getegid() {
 		return nil, nil

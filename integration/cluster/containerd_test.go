@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,27 +29,32 @@ func repoRoot(t *testing.T) string {
 	return d
 }
 
-// buildStatic builds tori-run as make build does (the Makefile's STATIC
-// line: its -tags and static link), since an image needs a static binary.
+// buildStatic builds tori-run exactly as make build does (its go build
+// line, from make -n: the same tags, such as seccomp, and the static
+// link), since an image needs a static binary.
 func buildStatic(t *testing.T, dir string) string {
 	t.Helper()
 	root := repoRoot(t)
-	tags := "netgo,osusergo"
-	if b, err := os.ReadFile(filepath.Join(root, "Makefile")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "STATIC") {
-				if m := regexp.MustCompile(`-tags[= ]([^ ']+)`).FindStringSubmatch(line); m != nil {
-					tags = m[1]
-				}
-			}
+	bin := filepath.Join(dir, "tori-run")
+	mk := exec.Command("make", "-n", "-s", "build")
+	mk.Dir = root
+	plan, err := mk.Output()
+	if err != nil {
+		t.Fatalf("make -n build: %v", err)
+	}
+	line := ""
+	for _, l := range strings.Split(string(plan), "\n") {
+		if strings.Contains(l, " build ") && strings.Contains(l, "-o bin/tori-run") {
+			line = strings.Replace(l, "-o bin/tori-run", "-o '"+bin+"'", 1)
 		}
 	}
-	bin := filepath.Join(dir, "tori-run")
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-linkmode external -extldflags -static", "-o", bin, "./cmd/tori-run")
+	if line == "" {
+		t.Fatalf("make -n build has no go build line:\n%s", plan)
+	}
+	cmd := exec.Command("sh", "-c", line)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building a static tori-run: %v\n%s", err, out)
+		t.Fatalf("building a static tori-run (%s): %v\n%s", line, err, out)
 	}
 	return bin
 }

@@ -1,0 +1,327 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tori-run/tori-run/overlay"
+	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/supervisor"
+)
+
+// What a test harness (package toritest) needs of the runtime, in one
+// place: start a capsule under its supervisor and wait until every service
+// is ready, tie the capsule's life to the harness's process, read a
+// service's logs, exec into it, stop it. The CLI does not use it.
+
+// HarnessOptions are Options plus what a harness changes in the capsule it
+// runs.
+type HarnessOptions struct {
+	Options
+	// SourceRoot is where an installed name or digest, and the rootfs
+	// layers of an app folder, are looked up ("" = Root). An archive is
+	// installed into Root.
+	SourceRoot string
+	// Env is added to the manifest's env (KEY=VALUE; a later one wins).
+	Env []string
+	// Volumes are added to the manifest's volumes.
+	Volumes []HarnessVolume
+	// Limits are systemd slice directives (MemoryMax=64M, ...) over the
+	// manifest's resources, as a --slice file would give them.
+	Limits []string
+	// DieWithHost ends the capsule when this process ends, however it
+	// ends (see TieToProcess).
+	DieWithHost bool
+}
+
+// HarnessVolume is a host folder bound into the capsule.
+type HarnessVolume struct {
+	Host, Capsule string
+	ReadOnly      bool
+}
+
+// Harnessed is a capsule a harness runs: its instance and supervisor.
+type Harnessed struct {
+	*Instance
+	Sup *supervisor.Supervisor
+
+	tie      *net.UnixConn // the die-with-host connection, held open
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartHarnessed resolves ref (an app folder or capsule.yml, an archive, an
+// installed name or digest), makes the instance, starts its services under
+// the supervisor and returns once every one is ready by its own readiness
+// (notify, probes; none: when started), woken by the supervisor's state
+// changes. When ctx ends first, or a service fails, everything is removed
+// and the error says how each service stands, with its logs.
+func StartHarnessed(ctx context.Context, ref string, o HarnessOptions) (_ *Harnessed, err error) {
+	t, err := resolveHarnessed(ctx, ref, o)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := Create(ctx, t, o.Options)
+	if err != nil {
+		return nil, err
+	}
+	h := &Harnessed{Instance: inst}
+	defer func() {
+		if err != nil {
+			if serr := h.Stop(context.WithoutCancel(ctx)); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
+	}()
+	if o.DieWithHost {
+		if h.tie, err = inst.TieToProcess(); err != nil {
+			return h, err
+		}
+	}
+	if h.Sup, err = inst.Supervise(); err != nil {
+		return h, err
+	}
+	// The supervisor's context means "leave the services running" when it
+	// ends (a daemon's); Stop stops them, so it is never cancelled.
+	if err := h.Sup.Start(context.WithoutCancel(ctx)); err != nil {
+		return h, err
+	}
+	if err := h.Sup.WaitReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("not ready in time: %w", err)
+		}
+		// Stopping flushes the services' logs, which the report shows.
+		st := h.Sup.Status()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(inst.Manifest))
+		_ = h.Sup.Stop(sctx)
+		cancel()
+		h.Sup.Wait()
+		return h, fmt.Errorf("capsule %s: %w\n%s", inst.Manifest.Name, err, h.report(st))
+	}
+	return h, nil
+}
+
+func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Target, error) {
+	src := o.Options
+	if o.SourceRoot != "" {
+		src.Root = o.SourceRoot
+	}
+	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && isArchiveName(ref) {
+		store, err := release.Open(o.Root)
+		if err != nil {
+			return nil, err
+		}
+		rel, _, err := store.Install(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		ref, src.Root = "sha256:"+rel.Digest, o.Root
+	}
+	t, err := Resolve(ref, src)
+	if err != nil {
+		return nil, err
+	}
+	m := t.Manifest
+	for _, kv := range o.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("env %q: expected KEY=VALUE", kv)
+		}
+		m.Env = append(m.Env, specs.EnvVar{Name: k, Value: v})
+	}
+	for _, v := range o.Volumes {
+		if !filepath.IsAbs(v.Host) || !filepath.IsAbs(v.Capsule) {
+			return nil, fmt.Errorf("volume %s:%s: both paths must be absolute", v.Host, v.Capsule)
+		}
+		m.Volumes = append(m.Volumes, specs.Volume{Host: v.Host, Capsule: v.Capsule, ReadOnly: v.ReadOnly})
+	}
+	if len(o.Limits) > 0 {
+		text := "[Slice]\n" + strings.Join(o.Limits, "\n") + "\n"
+		res, err := specs.ParseSlice(strings.NewReader(text), "limits")
+		if err != nil {
+			return nil, err
+		}
+		m.Resources = m.Resources.Override(res)
+	}
+	return t, nil
+}
+
+// TieToProcess ends the capsule when this process ends: it holds a
+// connection to the capsule's init open, which the kernel closes when the
+// process exits, even by SIGKILL; the init then exits, and the kernel kills
+// everything in the capsule's PID namespace. Only the caller's process holds
+// the connection (close-on-exec). What the kernel does not tie to a process
+// (the overlay's mount, cgroups, files) is left for SweepStale.
+func (i *Instance) TieToProcess() (*net.UnixConn, error) {
+	var d net.Dialer
+	ctx, cancel := context.WithTimeout(context.Background(), initAnswerTimeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("tying the capsule to this process: the init does not answer at %s: %w", i.paths.Socket, err)
+	}
+	conn := c.(*net.UnixConn)
+	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
+	if err := writeMsg(conn, initRequest{Op: opDieWithHost}, nil); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var rep initReply
+	if _, err := readMsg(conn, &rep); err != nil || !rep.OK {
+		conn.Close()
+		return nil, fmt.Errorf("tying the capsule to this process: the init refused: %v %s", err, rep.Error)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// Stop stops the services (reverse order, stop signals and timeouts) and
+// removes the instance. Safe to call more than once.
+func (h *Harnessed) Stop(ctx context.Context) error {
+	h.stopOnce.Do(func() {
+		var errs []error
+		if h.Sup != nil {
+			sctx, cancel := context.WithTimeout(ctx, stopDeadline(h.Manifest))
+			errs = append(errs, h.Sup.Stop(sctx))
+			cancel()
+			h.Sup.Wait()
+		}
+		errs = append(errs, h.Destroy(ctx))
+		if h.tie != nil {
+			_ = h.tie.Close()
+		}
+		h.stopErr = errors.Join(errs...)
+	})
+	return h.stopErr
+}
+
+// Logs returns what service has written so far (stdout and stderr, in
+// order, a line each).
+func (h *Harnessed) Logs(service string) ([]byte, error) {
+	if h.Manifest.Service(service) == nil {
+		return nil, fmt.Errorf("capsule %s has no service %q", h.Manifest.Name, service)
+	}
+	var b []byte
+	err := supervisor.ReadLogs(context.Background(), LogDir(h.opts.Root, h.Manifest.Name), service, supervisor.ReadOptions{},
+		func(l supervisor.Line) error {
+			b = append(b, l.Text...)
+			if !l.Partial {
+				b = append(b, '\n')
+			}
+			return nil
+		})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // nothing written yet
+	}
+	return b, err
+}
+
+// Pid is the host pid of the service's current process.
+func (h *Harnessed) Pid(service string) (int, error) {
+	for _, s := range h.Sup.Status() {
+		if s.Name == service {
+			if s.Pid == 0 {
+				return 0, fmt.Errorf("service %s has no process (%s: %s)", service, s.State, s.Reason)
+			}
+			return s.Pid, nil
+		}
+	}
+	return 0, fmt.Errorf("capsule %s has no service %q", h.Manifest.Name, service)
+}
+
+// StateSocket is the host's own socket of the capsule's state proxy (the
+// admin one): any key, no rate limit.
+func (h *Harnessed) StateSocket() string { return h.paths.AdminSocket }
+
+// report says how each service stood, and the last lines of its log.
+func (h *Harnessed) report(st []supervisor.ServiceStatus) string {
+	var b strings.Builder
+	b.WriteString((&RunResult{Services: st}).Summary())
+	for _, s := range h.Manifest.Services {
+		out, _ := h.Logs(s.Name)
+		lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+		if len(lines) > 50 {
+			lines = lines[len(lines)-50:]
+		}
+		fmt.Fprintf(&b, "--- logs of %s ---\n%s\n", s.Name, strings.Join(lines, "\n"))
+	}
+	return b.String()
+}
+
+// ExecError is a command run by ExecOutput that did not exit 0.
+type ExecError struct {
+	Argv   []string
+	Exit   ExitInfo
+	Output []byte
+}
+
+func (e *ExecError) Error() string {
+	return fmt.Sprintf("%s: %s: %s", strings.Join(e.Argv, " "), e.Exit.Reason(), strings.TrimSpace(string(e.Output)))
+}
+
+// ExecOutput runs argv inside the capsule, in service's cgroup and with its
+// environment (as an exec probe runs), and returns its output (stdout and
+// stderr together). A status other than 0 is an *ExecError. When ctx ends
+// first the process is killed.
+func (i *Instance) ExecOutput(ctx context.Context, service string, argv ...string) ([]byte, error) {
+	s, g := i.Manifest.Service(service), i.services[service]
+	if s == nil || g == nil {
+		return nil, fmt.Errorf("exec in %s: no such running service", service)
+	}
+	if len(argv) == 0 {
+		return nil, errors.New("exec: no command")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	p, err := i.startProcess(ctx, service+" (exec)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w)
+	w.Close()
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r) // ends when every writer (the tree) is gone
+		out <- b
+	}()
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		_ = p.Signal(9)
+		<-p.Done()
+		return nil, fmt.Errorf("%s: %w", strings.Join(argv, " "), ctx.Err())
+	}
+	var b []byte
+	select {
+	case b = <-out:
+	case <-time.After(time.Second): // a child it left behind still holds the pipe
+		_ = r.SetReadDeadline(time.Now())
+		b = <-out
+	}
+	if e := p.Exit(); e.Code != 0 || e.Signal != 0 {
+		return b, &ExecError{Argv: argv, Exit: e, Output: b}
+	}
+	return b, nil
+}
+
+// RemoveTree unmounts whatever is mounted under dir, deepest first, and
+// removes it; it refuses to remove a tree that still holds a mount.
+func RemoveTree(dir string) error {
+	return errors.Join(overlay.UnmountAll(dir), overlay.RemoveUnmounted(dir))
+}
+
+// opDieWithHost asks the capsule's init to exit (and the kernel to kill
+// every process of the capsule) when the connection that asked closes:
+// when the host's process ends, however it ends. capsinit.go serves it.
+const opDieWithHost = "die-with-host"

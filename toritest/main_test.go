@@ -1,0 +1,18 @@
+package toritest_test
+
+import (
+	"fmt"
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "workload" {
+		os.Exit(workload(os.Args[2:]))
+	}
+	if os.Geteuid() != 0 {
+		fmt.Println("toritest: skipping every test and example: capsules need root here (make test-root)")
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}

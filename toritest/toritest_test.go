@@ -1,0 +1,340 @@
+package toritest_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/toritest"
+)
+
+// The test binary is bound into every capsule as /.tori/tori-run; services
+// run its workloads with "/.tori/tori-run workload NAME ARGS".
+const wl = "/.tori/tori-run workload "
+
+func workload(args []string) int {
+	switch args[0] {
+	case "notify-after": // wait ms, create the marker, then say READY=1
+		ms, _ := strconv.Atoi(args[1])
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		if err := os.WriteFile(args[2], nil, 0o644); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
+		if err != nil {
+			fmt.Println("notify:", err)
+			return 1
+		}
+		_, _ = c.Write([]byte("READY=1\nSTATUS=warm"))
+		time.Sleep(time.Hour)
+	case "warming": // never ready
+		fmt.Println("still warming up")
+		time.Sleep(time.Hour)
+	}
+	return 0
+}
+
+// app writes a capsule's app folder with the given services: block.
+func app(t testing.TB, name, services string) string {
+	t.Helper()
+	dir := t.TempDir()
+	m := "name: " + name + "\nversion: \"1.0.0\"\nservices:\n" + services
+	if err := os.WriteFile(filepath.Join(dir, "capsule.yml"), []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// fatalTB records the failure of a Start instead of ending the test, so
+// that the failure itself can be checked.
+type fatalTB struct {
+	testing.TB
+	mu  sync.Mutex
+	msg string
+}
+
+func (f *fatalTB) Fatalf(format string, a ...any) {
+	f.mu.Lock()
+	f.msg = fmt.Sprintf(format, a...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+// startFailing runs Start in its own goroutine and returns its failure.
+func startFailing(t *testing.T, ref string, opts ...toritest.Option) (string, time.Duration) {
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	begin := time.Now()
+	go func() {
+		defer close(done)
+		toritest.Start(f, ref, opts...)
+		f.msg = "Start returned"
+	}()
+	<-done
+	return f.msg, time.Since(begin)
+}
+
+// Start returns only once the service said READY=1: the marker it writes
+// just before is there when Start returns.
+func TestStartWaitsForNotify(t *testing.T) {
+	t.Parallel()
+	c := toritest.Start(t, app(t, "notifier", "  svc:\n    command: "+wl+"notify-after 300 /tmp/marker\n    ready: { notify: true, interval: 1s, retries: 60 }\n"))
+	if _, err := c.Exec("svc", "test", "-e", "/tmp/marker"); err != nil {
+		t.Fatalf("Start returned before the service was ready: %v", err)
+	}
+}
+
+// A service that never gets ready fails the Start at the timeout, with its
+// logs in the message.
+func TestStartTimesOutWithLogs(t *testing.T) {
+	t.Parallel()
+	msg, _ := startFailing(t, app(t, "slow", "  svc:\n    command: "+wl+"warming\n    ready: { notify: true }\n"),
+		toritest.WithTimeout(2*time.Second))
+	for _, want := range []string{"not ready in time", "svc: running", "still warming up"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("failure message lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+// A service that fails ends the Start at once (not at the timeout), with
+// its logs and how it ended.
+func TestStartFailsFastOnCrash(t *testing.T) {
+	t.Parallel()
+	msg, _ := startFailing(t, app(t, "crash", "  svc:\n    command: /bin/sh -c 'echo config missing >&2; exit 3'\n    restart: never\n    ready: { notify: true }\n"),
+		toritest.WithTimeout(time.Minute))
+	for _, want := range []string{"svc failed", "status 3", "config missing"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("failure message lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+// Each capsule has its own PID namespace, environment and state; 100 run
+// at once (20 with -short).
+func TestParallelIsolated(t *testing.T) {
+	n := 100
+	if testing.Short() {
+		n = 20
+	}
+	dir := app(t, "par", "  svc:\n    command: sleep 3600\n")
+	for i := range n {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			id := strconv.Itoa(i)
+			c := toritest.Start(t, dir, toritest.WithEnv("ID", id))
+			out, err := c.Exec("svc", "sh", "-c", `echo $ID; cd /proc && echo [0-9]*`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := strings.Fields(string(out))
+			// PID 1 the init, the service, this shell: nothing of the
+			// other capsules.
+			if len(f) != 4 || f[0] != id || f[1] != "1" {
+				t.Fatalf("exec saw %q; want ID %s, then pids 1 and two more", out, id)
+			}
+			ctx := t.Context()
+			if err := c.State().Put(ctx, "who", []byte(id)); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := c.State().Get(ctx, "who"); err != nil || string(v) != id {
+				t.Fatalf("state who = %q, %v; want %s", v, err, id)
+			}
+		})
+	}
+}
+
+// A volume binds a test's folder; limits land in the capsule's cgroup.
+func TestVolumeAndLimits(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	c := toritest.Start(t, app(t, "vol", "  svc:\n    command: /bin/sh -c 'echo from-capsule > /data/out; exec sleep 3600'\n"),
+		toritest.WithVolume(data, "/data"), toritest.WithLimits("TasksMax=17"))
+	if _, err := c.Exec("svc", "test", "-s", "/data/out"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "out")); err != nil || string(b) != "from-capsule\n" {
+		t.Fatalf("volume file: %q, %v", b, err)
+	}
+	pid, err := c.Pid("svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := capsuleCgroupFile(t, pid, "pids", "pids.max"); got != "17" {
+		t.Fatalf("capsule pids.max = %q, want 17", got)
+	}
+}
+
+// capsuleCgroupFile reads a file of the capsule's cgroup (the parent of the
+// service's leaf) in the controller's hierarchy, v1 or v2.
+func capsuleCgroupFile(t *testing.T, pid int, controller, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		for _, ctrl := range strings.Split(f[1], ",") {
+			if ctrl == controller {
+				v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, filepath.Dir(f[2]), file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(string(v))
+			}
+		}
+		if f[1] == "" && f[0] == "0" && !strings.Contains(string(b), ":"+controller) {
+			v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", filepath.Dir(f[2]), file))
+			if err == nil {
+				return strings.TrimSpace(string(v))
+			}
+		}
+	}
+	t.Fatalf("no %s hierarchy for pid %d in %s", controller, pid, b)
+	return ""
+}
+
+// Stop removes everything: the process, the folder, the mounts.
+func TestStopRemovesEverything(t *testing.T) {
+	t.Parallel()
+	c := toritest.Start(t, "testdata/hello")
+	pid, err := c.Pid("hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	cg := cgroupDirs(t, pid)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, c.Dir(), pidfd, cg)
+}
+
+// cgroupDirs lists the service's cgroup folders, one per hierarchy.
+func cgroupDirs(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if !strings.Contains(f[2], "/svc-") {
+			continue
+		}
+		for _, mnt := range []string{"/sys/fs/cgroup/" + strings.TrimPrefix(f[1], "name="), "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+			if f[1] == "" && mnt != "/sys/fs/cgroup/unified" && mnt != "/sys/fs/cgroup" {
+				continue
+			}
+			if d := filepath.Join(mnt, f[2]); exists(d) {
+				dirs = append(dirs, filepath.Dir(d)) // the capsule's cgroup
+				break
+			}
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatalf("no cgroup folder of pid %d found from %s", pid, b)
+	}
+	return dirs
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// assertGone checks that a Start left nothing: the service's process (by
+// pidfd: no pid reuse), its cgroups, mounts and folder.
+func assertGone(t *testing.T, dir string, pidfd int, cgroups []string) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 10_000); err != nil || n != 1 {
+		t.Errorf("the service's process still runs (poll %d, %v)", n, err)
+	}
+	for _, d := range cgroups {
+		if exists(d) {
+			t.Errorf("cgroup left: %s", d)
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), dir) {
+		t.Errorf("mounts left under %s", dir)
+	}
+	if exists(dir) {
+		t.Errorf("folder left: %s", dir)
+	}
+}
+
+// kill -9 of a test binary holding a capsule: the kernel ends the capsule
+// at once (its init exits when the test process's connection closes), and
+// the next Start sweeps the rest (mounts, cgroups, files).
+func TestKill9LeavesNothing(t *testing.T) {
+	if os.Getenv("TORITEST_CHILD") == "1" {
+		c := toritest.Start(t, "testdata/hello")
+		pid, err := c.Pid("hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("CAPSULE %s %d\n", c.Dir(), pid)
+		time.Sleep(time.Hour)
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestKill9LeavesNothing$", "-test.v")
+	cmd.Env = append(os.Environ(), "TORITEST_CHILD=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	var pid int
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "CAPSULE %s %d", &dir, &pid); err == nil {
+			break
+		}
+	}
+	if dir == "" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("the child test binary did not start its capsule")
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	cg := cgroupDirs(t, pid)
+	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	// The kernel alone ends the capsule's processes: no Start has run yet.
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 10_000); err != nil || n != 1 {
+		t.Fatalf("the capsule's service outlived the killed test binary by 10 s (poll %d, %v)", n, err)
+	}
+	if !exists(dir) {
+		t.Fatalf("%s is gone before any sweep; the test checks nothing", dir)
+	}
+	toritest.Start(t, "testdata/hello") // sweeps what the dead process left
+	assertGone(t, filepath.Dir(dir), pidfd, cg)
+}

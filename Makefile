@@ -18,7 +18,7 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 GOTAGS    ?= seccomp
 TAGFLAG   := -tags $(GOTAGS)
 
-.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean
+.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short
 
 all: build
 
@@ -39,7 +39,7 @@ install: build ## install into $(PREFIX)/bin
 demo: build ## show what tori-run does today with the reference capsule
 	./scripts/demo.sh
 
-test: lint test-root test-vm fuzz ## everything CI runs
+test: lint test-root test-vm fuzz bench-toritest-short ## everything CI runs
 
 test-unit: ## fast tests, no root needed (root tests skip and say why)
 	$(GO) test $(TAGFLAG) -short -count=1 ./...
@@ -58,6 +58,12 @@ test-vm: ## run VM_PKGS' tests as root in a cgroup-v2-only QEMU guest (see integ
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s): no panic, no hang
 	$(GO) test $(TAGFLAG) -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./specs/
 	$(GO) test $(TAGFLAG) -run '^$$' -fuzz '^FuzzParseSlice$$' -fuzztime $(FUZZTIME) ./specs/
+
+bench-toritest-short: ## toritest's spawn-to-ready benchmark, 3 rounds: it runs and cleans up (numbers: bench-toritest)
+	$(GO) test $(TAGFLAG) -run '^$$' -bench '^BenchmarkStart$$' -benchtime 3x ./toritest/
+
+bench-toritest: ## toritest's spawn-to-ready, 200 rounds: p50/p90 as in docs/TORITEST.md
+	$(GO) test $(TAGFLAG) -run '^$$' -bench '^BenchmarkStart$$' -benchtime 200x -count 1 ./toritest/
 
 lint: $(GOLANGCI) ## go vet, staticcheck, depguard's layering rules, gofmt
 	$(GO) vet $(TAGFLAG) ./...

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/toritest"
 )
 
@@ -337,4 +338,35 @@ func TestKill9LeavesNothing(t *testing.T) {
 	}
 	toritest.Start(t, "testdata/hello") // sweeps what the dead process left
 	assertGone(t, filepath.Dir(dir), pidfd, cg)
+}
+
+// An archive is installed into the Start's own root; an installed name is
+// looked up under WithRoot and nothing is written there.
+func TestStartArchiveAndInstalledName(t *testing.T) {
+	t.Parallel()
+	out := t.TempDir()
+	res, err := release.Build(t.Context(), release.BuildOptions{FromDir: "testdata/hello", Manifest: "testdata/hello/capsule.yml",
+		OutputDir: out, BuildSHA: "0123456789abcdef0123456789abcdef01234567"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := toritest.Start(t, res.Path)
+	if b, err := c.Exec("hello", "sh", "-c", "echo $TORI_RELEASE $TORI_BUILD_SHA"); err != nil || string(b) != res.Digest+" "+res.BuildSHA+"\n" {
+		t.Fatalf("from the archive: %q, %v; want the release %s", b, err, res.Digest)
+	}
+	root := t.TempDir()
+	store, err := release.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Install(t.Context(), res.Path); err != nil {
+		t.Fatal(err)
+	}
+	c2 := toritest.Start(t, "hello", toritest.WithRoot(root))
+	if b, err := c2.Exec("hello", "sh", "-c", "echo $TORI_RELEASE"); err != nil || string(b) != res.Digest+"\n" {
+		t.Fatalf("by name: %q, %v", b, err)
+	}
+	if d, _ := filepath.Glob(filepath.Join(root, "instances", "*")); len(d) > 0 {
+		t.Fatalf("Start wrote instances into the source root: %v", d)
+	}
 }

@@ -1,0 +1,34 @@
+package toritest_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tori-run/tori-run/toritest"
+)
+
+// BenchmarkStart: spawn to ready of a one-service capsule from an app
+// folder (the service is ready when started: no probe), then its stop. It
+// reports the median and p90 of Start alone, and of Stop.
+func BenchmarkStart(b *testing.B) {
+	var starts, stops []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		c := toritest.Start(b, "testdata/hello")
+		t1 := time.Now()
+		if err := c.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		starts, stops = append(starts, t1.Sub(t0)), append(stops, time.Since(t1))
+	}
+	b.ReportMetric(quantile(starts, 0.5), "start-p50-ms")
+	b.ReportMetric(quantile(starts, 0.9), "start-p90-ms")
+	b.ReportMetric(quantile(stops, 0.5), "stop-p50-ms")
+}
+
+func quantile(d []time.Duration, q float64) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return float64(s[int(q*float64(len(s)-1))]) / float64(time.Millisecond)
+}

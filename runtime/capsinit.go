@@ -207,7 +207,11 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := cgroups.StartIn(req.CgroupVersion, files[2+req.Keep:], cmd); err != nil {
+	start := func() error { return cgroups.StartIn(req.CgroupVersion, files[2+req.Keep:], cmd) }
+	if req.CgroupVersion == 0 { // no cgroups: a rootless capsule (rootless_run.go)
+		start = cmd.Start
+	}
+	if err := start(); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("exec %s: %w", path, pe.Err)

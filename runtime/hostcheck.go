@@ -97,6 +97,7 @@ type hostEnv struct {
 	systemPath    string
 	callerPath    string // $PATH, only to say when its python3 differs from the capsule's
 	pythonVersion func(bin string) (string, error)
+	rootless      func(kernelVersion, error, []string) []Finding // rootless.go; nil: not checked
 }
 
 func liveHost() hostEnv {
@@ -115,6 +116,7 @@ func liveHost() hostEnv {
 		systemPath:    SystemPath,
 		callerPath:    os.Getenv("PATH"),
 		pythonVersion: pythonVersionRunner(5 * time.Second),
+		rootless:      rootlessFindings,
 	}
 }
 
@@ -125,6 +127,11 @@ func (e hostEnv) check(opts HostOptions) []Finding {
 	fs = append(fs, e.checkLimits(h, err, opts.Directives)...)
 	fs = append(fs, e.checkDelegation(h, err))
 	fs = append(fs, checkStateDir(cmp.Or(opts.StateDir, DefaultStateRoot)))
+	if e.euid() != 0 && e.rootless != nil {
+		rel, kerr := e.kernelRelease()
+		kv, perr := parseKernel(rel)
+		fs = append(fs, rootlessFindings(kv, errors.Join(kerr, perr), opts.Directives)...)
+	}
 	if opts.Python != "" {
 		fs = append(fs, e.checkPython(opts.Python))
 	}

@@ -148,6 +148,12 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		}
 	}
 	m := t.Manifest
+	if os.Geteuid() != 0 { // rootless.go: a limit is refused, never dropped
+		if err := checkRootlessLimits(m, o.Slice); err != nil {
+			return nil, err
+		}
+		return createRootless(ctx, t, o)
+	}
 	id := newID(m.Name)
 	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o,
 		services: map[string]*cgroups.Group{}}

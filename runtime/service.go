@@ -84,7 +84,7 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 		return nil, fmt.Errorf("capsule %s has no service %q", i.Manifest.Name, name)
 	}
 	g := i.services[name]
-	if g == nil {
+	if g == nil && i.group != nil { // no cgroups: rootless_run.go
 		var unenforced []string
 		var err error
 		g, unenforced, err = i.group.Child("svc-"+name, toCgroupResources(s.Resources))
@@ -126,12 +126,16 @@ func keepReadEnds(files ...*os.File) []*os.File {
 // handle. label names it in messages and logs.
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, keep ...*os.File) (*Service, error) {
 	uid, gid := i.confine.uid, i.confine.gid
-	cgFiles, err := g.SpawnFiles()
-	if err != nil {
-		return nil, err
+	var cgFiles []*os.File
+	var oomBase uint64
+	var err error
+	if g != nil { // nil: no cgroups (rootless_run.go)
+		if cgFiles, err = g.SpawnFiles(); err != nil {
+			return nil, err
+		}
+		defer closeFiles(cgFiles)
+		oomBase, _ = g.OOMKills()
 	}
-	defer closeFiles(cgFiles)
-	oomBase, _ := g.OOMKills()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
 	if err != nil {
@@ -143,7 +147,10 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	// the listening socket accepts connections either way.
 	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
 	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
-		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), CgroupVersion: g.Version()}
+		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep)}
+	if g != nil {
+		req.CgroupVersion = g.Version()
+	}
 	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
 	for _, f := range append(keep, cgFiles...) {
 		fds = append(fds, int(f.Fd()))
@@ -181,7 +188,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 // process is killed. Exec probes run this way.
 func (i *Instance) Exec(ctx context.Context, service string, argv []string) error {
 	s, g := i.Manifest.Service(service), i.services[service]
-	if s == nil || g == nil {
+	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
 		return fmt.Errorf("exec in %s: no such running service", service)
 	}
 	r, w, err := os.Pipe()
@@ -262,8 +269,10 @@ func exitInfo(ex initExit) ExitInfo {
 // cgroup) and closes Done; only the first call counts.
 func (s *Service) ended(info ExitInfo) {
 	s.endOnce.Do(func() {
-		if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
-			info.OOMKilled = true
+		if s.Group != nil { // nil: no cgroups (rootless_run.go)
+			if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
+				info.OOMKilled = true
+			}
 		}
 		s.mu.Lock()
 		s.exit = info
@@ -312,7 +321,13 @@ func (s *Service) Signal(sig syscall.Signal) error {
 }
 
 // Kill kills the service's whole process tree through its cgroup.
-func (s *Service) Kill() error { return s.Group.Kill() }
+// Without a cgroup (rootless_run.go) only the main process is killed.
+func (s *Service) Kill() error {
+	if s.Group == nil {
+		return s.Signal(unix.SIGKILL)
+	}
+	return s.Group.Kill()
+}
 
 // Stop sends the service's stop signal, waits up to its stop timeout, then
 // kills its whole tree; it returns how the service ended.

@@ -40,6 +40,9 @@ func (p serviceProcess) Exit() supervisor.Exit {
 }
 
 func (p serviceProcess) Stats() (supervisor.Stats, error) {
+	if p.Group == nil {
+		return supervisor.Stats{}, errNoCgroup
+	}
 	st, err := p.Group.Stats()
 	if err != nil {
 		return supervisor.Stats{}, err
@@ -50,6 +53,9 @@ func (p serviceProcess) Stats() (supervisor.Stats, error) {
 // BelongsTo reports whether a host pid is in the service's cgroup: whose
 // sd_notify messages count as the service's.
 func (p serviceProcess) BelongsTo(pid int) bool {
+	if p.Group == nil {
+		return pid == p.HostPid
+	}
 	procs, err := p.Group.Procs()
 	return err == nil && slices.Contains(procs, pid)
 }

@@ -20,7 +20,7 @@ import (
 //
 //	$TMPDIR/toritest-<uid>/          one base per user
 //	    p<pid>-<random>/             one per test process, flock'ed (LOCK_EX) by it for its life
-//	        <n>/root/ run/ state/    one per Start: tori-run's root, run dir and state root
+//	        <n>/r/ u/ s/             one per Start: tori-run's root, run dir and state root
 //
 // The flock is the kernel's record that the process lives: it goes with the
 // process, however it ends. A process folder whose flock is free belongs to
@@ -31,6 +31,10 @@ import (
 // The test's own t.TempDir() is not used: it is not found by another
 // process after a kill -9, and it is removed before the capsule's cleanup
 // runs when both are registered in the same test.
+
+// The folders of a Start: short, since the instances' Unix sockets live
+// beneath them and a socket path has at most 107 bytes.
+const startRoot, startRun, startState = "r", "u", "s"
 
 var (
 	procMu  sync.Mutex // guards procDir, procFD, active
@@ -154,6 +158,9 @@ func checkOwnBase(base string) error {
 func sweepDead() error {
 	base := baseDir()
 	entries, err := os.ReadDir(base)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -176,11 +183,11 @@ func sweepDead() error {
 }
 
 func sweepProcessDir(dir string) error {
-	subs, _ := filepath.Glob(filepath.Join(dir, "*", "root"))
+	subs, _ := filepath.Glob(filepath.Join(dir, "*", startRoot))
 	var errs []error
 	for _, root := range subs {
 		s := filepath.Dir(root)
-		o := runtime.Options{Root: root, RunDir: filepath.Join(s, "run"), StateRoot: filepath.Join(s, "state"), Log: zerolog.Nop()}
+		o := runtime.Options{Root: root, RunDir: filepath.Join(s, startRun), StateRoot: filepath.Join(s, startState), Log: zerolog.Nop()}
 		if err := runtime.SweepStale(context.Background(), o); err != nil {
 			errs = append(errs, err)
 		}

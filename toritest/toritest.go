@@ -2,7 +2,6 @@ package toritest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,7 +27,7 @@ const DefaultTimeout = 60 * time.Second
 type Capsule struct {
 	tb   testing.TB
 	h    *runtime.Harnessed
-	dir  string // this Start's folder: root/, run/, state/
+	dir  string // this Start's folder (sweep.go)
 	once sync.Once
 	st   *client.Client
 }
@@ -61,9 +60,6 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("running capsules needs root on this version of toritest (rootless: see docs/TORITEST.md)")
-	}
 	dir, err := newStartDir()
 	if err != nil {
 		return nil, err
@@ -80,7 +76,7 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 	}
 	ho := runtime.HarnessOptions{
 		Options: runtime.Options{
-			Root: filepath.Join(dir, "root"), RunDir: filepath.Join(dir, "run"), StateRoot: filepath.Join(dir, "state"),
+			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
 			Slice: cfg.slice, Log: log,
 		},
 		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, Limits: cfg.limits, DieWithHost: true,

@@ -1,0 +1,175 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	lcgroups "github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// A capsule without limits, run by a user who is not root: the same
+// container but in a user namespace that maps the user (only) to root, the
+// app's overlay mounted inside the capsule's own mount namespace (the
+// kernel allows that in a user namespace since 5.11, and the mount ends with
+// the capsule), and no cgroups at all: checkRootlessLimits has refused
+// every capsule that asks for a limit, so no limit can be dropped, and
+// libcontainer is given no resources (its RootlessCgroups ignores errors).
+//
+// Without cgroups a service's stop signals its main process and a kill
+// ends that process only; what it started is killed with the capsule (the
+// end of its PID namespace). Services cannot use the state proxy (it knows
+// callers by their cgroup); the host's admin socket works.
+
+// createRootless is Create for a user who is not root.
+func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
+	if o.Binary == "" {
+		if o.Binary, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	m := t.Manifest
+	if len(t.Layers) > 0 {
+		return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
+	}
+	id := newID(m.Name)
+	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o}
+	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Bool("rootless", true).Logger()
+	if i.confine, err = confineFor(t, o); err != nil {
+		return nil, err
+	}
+	if err := overlayReady(); err != nil {
+		return nil, err
+	}
+	if err := SweepStale(ctx, o); err != nil {
+		i.Log.Warn().Err(err).Msg("cleaning up after an earlier instance")
+	}
+	defer func() {
+		if err != nil {
+			if cerr := i.Destroy(context.WithoutCancel(ctx)); cerr != nil {
+				i.Log.Error().Err(cerr).Msg("cleaning up the failed start")
+			}
+		}
+	}()
+	if err := i.createDirs(); err != nil {
+		return i, err
+	}
+	if err := i.startState(); err != nil {
+		return i, err
+	}
+	if err := i.startRootlessContainer(t.AppDir); err != nil {
+		return i, err
+	}
+	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
+	return i, nil
+}
+
+func (i *Instance) startRootlessContainer(appDir string) error {
+	spec, err := buildSpec(specInput{
+		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, RunDir: i.paths.Run,
+		StateDir: i.paths.State, Binary: i.opts.Binary, Env: []string{"PATH=" + capsulePath},
+		AppSource: i.confine.appSource, Volumes: i.confine.volumes,
+	})
+	if err != nil {
+		return err
+	}
+	if err := rootlessSpec(spec, i.Manifest.ReadOnly, appDir, i.paths.Upper, i.paths.Work); err != nil {
+		return err
+	}
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec,
+		RootlessEUID: true, RootlessCgroups: true, NoPivotRoot: os.Getenv("TORI_NO_PIVOT_ROOT") == "1"})
+	if err != nil {
+		return fmt.Errorf("container config: %w", err)
+	}
+	if cfg.Cgroups != nil && cfg.Cgroups.Resources != nil && hasLimits(cfg.Cgroups.Resources) {
+		// RootlessCgroups would drop it silently: refuse.
+		return fmt.Errorf("rootless container %s: a cgroup limit reached libcontainer, which would ignore it", i.ID)
+	}
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("init socket: %w", err)
+	}
+	i.listener = l
+	lf, err := l.File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer initLog.Close()
+	c, err := libcontainer.Create(i.opts.containerRoot(), i.ID, cfg)
+	if err != nil {
+		return fmt.Errorf("creating container %s: %w", i.ID, err)
+	}
+	i.container = c
+	p := &libcontainer.Process{
+		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
+		NoNewPrivileges: &spec.Process.NoNewPrivileges,
+		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
+			Permitted: spec.Process.Capabilities.Permitted},
+		ExtraFiles: []*os.File{lf},
+		Stdout:     initLog, Stderr: initLog,
+	}
+	if err := c.Run(p); err != nil {
+		b, _ := os.ReadFile(filepath.Join(i.paths.Run, "init.log"))
+		return fmt.Errorf("starting the capsule's init without root: %w %s", err, strings.TrimSpace(string(b)))
+	}
+	i.initProc = p
+	return nil
+}
+
+// hasLimits reports whether libcontainer was given any resource limit.
+func hasLimits(r *lcgroups.Resources) bool {
+	return r.Memory != 0 || r.MemoryReservation != 0 || r.MemorySwap != 0 || r.CpuQuota != 0 || r.CpuShares != 0 ||
+		r.CpuWeight != 0 || r.PidsLimit != nil || r.CpusetCpus != "" || r.BlkioWeight != 0 || len(r.Unified) > 0
+}
+
+// rootlessSpec turns a capsule's spec into one a user can run: a user
+// namespace mapping the user to root, /sys bound from the host (sysfs
+// cannot be mounted without a network namespace of one's own), no cgroup
+// filesystem, no uid=/gid= mount options, and /app as an overlay mounted
+// inside the capsule rather than bound from the host.
+func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string) error {
+	s.Linux.Namespaces = append(slices.DeleteFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool {
+		return n.Type == rspec.UserNamespace || n.Type == rspec.CgroupNamespace
+	}), rspec.LinuxNamespace{Type: rspec.UserNamespace})
+	s.Linux.UIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}}
+	s.Linux.GIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}}
+	s.Linux.Resources = nil
+	s.Linux.CgroupsPath = ""
+	netns := slices.ContainsFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool { return n.Type == rspec.NetworkNamespace })
+	var mounts []rspec.Mount
+	for _, mt := range s.Mounts {
+		switch {
+		case mt.Destination == "/sys/fs/cgroup":
+			continue
+		case mt.Destination == "/sys" && !netns:
+			mt = rspec.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+		case mt.Destination == capsuleApp:
+			if !readOnly {
+				mt = rspec.Mount{Destination: capsuleApp, Type: "overlay", Source: "overlay",
+					Options: []string{"lowerdir=" + appDir, "upperdir=" + upper, "workdir=" + work, "userxattr", "nosuid", "nodev"}}
+			}
+		}
+		mt.Options = slices.DeleteFunc(slices.Clone(mt.Options), func(o string) bool {
+			return strings.HasPrefix(o, "uid=") || strings.HasPrefix(o, "gid=")
+		})
+		mounts = append(mounts, mt)
+	}
+	s.Mounts = mounts
+	return nil
+}
+
+var errNoCgroup = errors.New("no cgroup: a capsule run without root has none")

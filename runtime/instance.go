@@ -95,6 +95,10 @@ type Options struct {
 	// Host is the operator's host configuration (LoadHost): the volumes
 	// capsules may bind (with --allow-volume's), the state's bounds.
 	Host *HostConfig
+	// AppInCapsule mounts the app's overlay inside the capsule's mount
+	// namespace instead of on the host, so that it ends with the capsule
+	// even when no tori-run is left to unmount it (toritest).
+	AppInCapsule bool
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -119,6 +123,7 @@ type Instance struct {
 	services  map[string]*cgroups.Group
 	state     *capsuleState
 	confine   confinement
+	appLower  string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
 }
 
 // Target is a resolved capsule: its manifest and app layers.
@@ -189,7 +194,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.mountRoot(t.Layers); err != nil {
 		return i, err
 	}
-	if err := i.mountApp(t.AppDir); err != nil {
+	if o.AppInCapsule { // harness.go: the overlay ends with the capsule
+		i.appLower = t.AppDir
+	} else if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
 	}
 	if err := i.startState(); err != nil {
@@ -309,6 +316,9 @@ func (i *Instance) startContainer() error {
 	})
 	if err != nil {
 		return err
+	}
+	if i.appLower != "" {
+		appInCapsule(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work)
 	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec, NoPivotRoot: os.Getenv("TORI_NO_PIVOT_ROOT") == "1"})
 	if err != nil {

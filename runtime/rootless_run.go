@@ -157,11 +157,8 @@ func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string) erro
 			continue
 		case mt.Destination == "/sys" && !netns:
 			mt = rspec.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
-		case mt.Destination == capsuleApp:
-			if !readOnly {
-				mt = rspec.Mount{Destination: capsuleApp, Type: "overlay", Source: "overlay",
-					Options: []string{"lowerdir=" + appDir, "upperdir=" + upper, "workdir=" + work, "userxattr", "nosuid", "nodev"}}
-			}
+		case mt.Destination == capsuleApp && !readOnly:
+			mt = appOverlayMount(appDir, upper, work, true)
 		}
 		mt.Options = slices.DeleteFunc(slices.Clone(mt.Options), func(o string) bool {
 			return strings.HasPrefix(o, "uid=") || strings.HasPrefix(o, "gid=")

@@ -77,7 +77,7 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 	ho := runtime.HarnessOptions{
 		Options: runtime.Options{
 			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
-			Slice: cfg.slice, Log: log,
+			Slice: cfg.slice, Log: log, AppInCapsule: true,
 		},
 		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, Limits: cfg.limits, DieWithHost: true,
 	}

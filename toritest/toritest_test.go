@@ -257,6 +257,15 @@ func cgroupDirs(t *testing.T, pid int) []string {
 	return dirs
 }
 
+func mountsUnder(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), dir)
+}
+
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // assertGone checks that a Start left nothing: the service's process (by
@@ -272,7 +281,7 @@ func assertGone(t *testing.T, dir string, pidfd int, cgroups []string) {
 			t.Errorf("cgroup left: %s", d)
 		}
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), dir) {
+	if mountsUnder(t, dir) {
 		t.Errorf("mounts left under %s", dir)
 	}
 	if exists(dir) {
@@ -335,6 +344,11 @@ func TestKill9LeavesNothing(t *testing.T) {
 	}
 	if !exists(dir) {
 		t.Fatalf("%s is gone before any sweep; the test checks nothing", dir)
+	}
+	// The app's overlay lived in the capsule's mount namespace: it went
+	// with the capsule's last process, before any sweep.
+	if mountsUnder(t, dir) {
+		t.Errorf("the overlay outlived the capsule: mounts under %s before any sweep", dir)
 	}
 	toritest.Start(t, "testdata/hello") // sweeps what the dead process left
 	assertGone(t, filepath.Dir(dir), pidfd, cg)

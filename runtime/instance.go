@@ -99,6 +99,9 @@ type Options struct {
 	// namespace instead of on the host, so that it ends with the capsule
 	// even when no tori-run is left to unmount it (toritest).
 	AppInCapsule bool
+	// WithoutLimits runs, as a user who is not root, a capsule whose limits
+	// that user cannot get, without them, and says so at every start.
+	WithoutLimits bool
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -155,7 +158,10 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	m := t.Manifest
 	if os.Geteuid() != 0 { // rootless.go: a limit is refused, never dropped
 		if err := checkRootlessLimits(m, o.Slice); err != nil {
-			return nil, err
+			if !o.WithoutLimits {
+				return nil, err
+			}
+			o.Log.Warn().Str(FieldCapsule, m.Name).Err(err).Msg("running WITHOUT the limits it asks for (--without-limits)")
 		}
 		return createRootless(ctx, t, o)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/tori-run/tori-run/runtime"
 )
 
-func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
+func (g *globals) runtimeOptions(slice, cgroupParent string, withoutLimits ...bool) runtime.Options {
 	return runtime.Options{
 		Root:         g.root,
 		RunDir:       envOr("TORI_RUN_DIR", runtime.DefaultRunDir),
@@ -17,6 +17,8 @@ func (g *globals) runtimeOptions(slice, cgroupParent string) runtime.Options {
 		Slice:        slice,
 		Log:          g.log,
 		StateRoot:    envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot),
+		// Without root only: run a capsule without the limits it asks for.
+		WithoutLimits: len(withoutLimits) > 0 && withoutLimits[0],
 	}
 }
 
@@ -24,6 +26,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var slice, cgroupParent string
 	var hf hostFlags
 	var inContainer bool
+	var withoutLimits bool
 	c := &cobra.Command{
 		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
 		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
@@ -59,7 +62,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 			if len(args) != 1 {
 				return usagef("run: expected NAME|DIGEST|capsule.yml|APP-DIR (only --in-container runs the image's own capsule without one)")
 			}
-			o := g.runtimeOptions(slice, cgroupParent)
+			o := g.runtimeOptions(slice, cgroupParent, withoutLimits)
 			var err error
 			if o.Host, err = hf.load(); err != nil {
 				return err
@@ -79,6 +82,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 	c.Flags().BoolVar(&inContainer, "in-container", false, "container mode: PID 1 of a container made by an engine (see docs/CLUSTER.md)")
 	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")
 	addHostFlags(c, &hf)
+	c.Flags().BoolVar(&withoutLimits, "without-limits", false, "as a user who is not root: run a capsule whose limits you cannot get, without them (said at every start)")
 	return c
 }
 

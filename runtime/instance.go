@@ -102,6 +102,8 @@ type Options struct {
 	// WithoutLimits runs, as a user who is not root, a capsule whose limits
 	// that user cannot get, without them, and says so at every start.
 	WithoutLimits bool
+
+	rootless bool // set by Create for a user whose delegated subtree holds the limits
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -157,13 +159,22 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	}
 	m := t.Manifest
 	if os.Geteuid() != 0 { // rootless.go: a limit is refused, never dropped
-		if err := checkRootlessLimits(m, o.Slice); err != nil {
-			if !o.WithoutLimits {
-				return nil, err
-			}
-			o.Log.Warn().Str(FieldCapsule, m.Name).Err(err).Msg("running WITHOUT the limits it asks for (--without-limits)")
+		limited, err := checkRootlessLimits(m, o.Slice)
+		if err != nil && !o.WithoutLimits {
+			return nil, err
 		}
-		return createRootless(ctx, t, o)
+		if err != nil || !limited {
+			if err != nil {
+				o.Log.Warn().Str(FieldCapsule, m.Name).Err(err).Msg("running WITHOUT the limits it asks for (--without-limits)")
+			}
+			return createRootless(ctx, t, o)
+		}
+		// Limits in the user's delegated cgroup v2 subtree: the path below,
+		// in a user namespace.
+		if len(t.Layers) > 0 {
+			return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now; use layers: [host]", m.Source, m.Layers)
+		}
+		o.AppInCapsule, o.rootless = true, true
 	}
 	id := newID(m.Name)
 	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o,
@@ -326,7 +337,13 @@ func (i *Instance) startContainer() error {
 	if i.appLower != "" {
 		appInCapsule(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work)
 	}
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec, NoPivotRoot: os.Getenv("TORI_NO_PIVOT_ROOT") == "1"})
+	if i.opts.rootless { // rootless_run.go; the cgroups stay: they hold the limits
+		if err := rootlessSpec(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work, true); err != nil {
+			return err
+		}
+	}
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec, NoPivotRoot: os.Getenv("TORI_NO_PIVOT_ROOT") == "1",
+		RootlessEUID: i.opts.rootless, RootlessCgroups: i.opts.rootless})
 	if err != nil {
 		return fmt.Errorf("container config: %w", err)
 	}

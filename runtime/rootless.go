@@ -142,11 +142,12 @@ func (d rootlessDelegation) fix(controllers []string) string {
 }
 
 // checkRootlessLimits refuses, for a non-root user, a capsule that asks for
-// a limit this host does not let the user enforce.
-func checkRootlessLimits(m *specs.Manifest, slice string) error {
+// a limit this host does not let the user enforce; limited says it asks for
+// some (and, without an error, that the user's subtree can hold them).
+func checkRootlessLimits(m *specs.Manifest, slice string) (limited bool, _ error) {
 	wanted, err := wantedDirectives(m, slice)
 	if err != nil || len(wanted) == 0 {
-		return err
+		return false, err
 	}
 	d := detectRootlessDelegation()
 	var miss, ctls []string
@@ -159,9 +160,9 @@ func checkRootlessLimits(m *specs.Manifest, slice string) error {
 		}
 	}
 	if len(miss) == 0 {
-		return nil
+		return true, nil
 	}
-	return fmt.Errorf("%s: capsule %s asks for %s, which uid %d cannot enforce: %w.\n  - %s\nFix: %s\ntori-run does not run a capsule without a limit it asks for",
+	return true, fmt.Errorf("%s: capsule %s asks for %s, which uid %d cannot enforce: %w.\n  - %s\nFix: %s\ntori-run does not run a capsule without a limit it asks for",
 		m.Source, m.Name, strings.Join(wanted, ", "), d.uid, ErrRootlessLimits, strings.Join(miss, "\n  - "), d.fix(ctls))
 }
 

@@ -82,7 +82,7 @@ func (i *Instance) startRootlessContainer(appDir string) error {
 	if err != nil {
 		return err
 	}
-	if err := rootlessSpec(spec, i.Manifest.ReadOnly, appDir, i.paths.Upper, i.paths.Work); err != nil {
+	if err := rootlessSpec(spec, i.Manifest.ReadOnly, appDir, i.paths.Upper, i.paths.Work, false); err != nil {
 		return err
 	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec,
@@ -138,22 +138,26 @@ func hasLimits(r *lcgroups.Resources) bool {
 
 // rootlessSpec turns a capsule's spec into one a user can run: a user
 // namespace mapping the user to root, /sys bound from the host (sysfs
-// cannot be mounted without a network namespace of one's own), no cgroup
-// filesystem, no uid=/gid= mount options, and /app as an overlay mounted
-// inside the capsule rather than bound from the host.
-func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string) error {
+// cannot be mounted without a network namespace of one's own), no uid=/gid=
+// mount options, and /app as an overlay mounted inside the capsule rather
+// than bound from the host. Without cgroups (no limits), no cgroup
+// namespace or filesystem and no cgroup path either; with them (a delegated
+// v2 subtree) those stay.
+func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, withCgroups bool) error {
 	s.Linux.Namespaces = append(slices.DeleteFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool {
-		return n.Type == rspec.UserNamespace || n.Type == rspec.CgroupNamespace
+		return n.Type == rspec.UserNamespace || (n.Type == rspec.CgroupNamespace && !withCgroups)
 	}), rspec.LinuxNamespace{Type: rspec.UserNamespace})
 	s.Linux.UIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}}
 	s.Linux.GIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}}
-	s.Linux.Resources = nil
-	s.Linux.CgroupsPath = ""
+	s.Linux.Resources = nil // tori-run's cgroups package writes the limits, never libcontainer
+	if !withCgroups {
+		s.Linux.CgroupsPath = ""
+	}
 	netns := slices.ContainsFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool { return n.Type == rspec.NetworkNamespace })
 	var mounts []rspec.Mount
 	for _, mt := range s.Mounts {
 		switch {
-		case mt.Destination == "/sys/fs/cgroup":
+		case mt.Destination == "/sys/fs/cgroup" && !withCgroups:
 			continue
 		case mt.Destination == "/sys" && !netns:
 			mt = rspec.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}

@@ -1,6 +1,8 @@
 package toritest_test
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -8,8 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/toritest"
 )
 
@@ -31,31 +35,9 @@ func TestRootless(t *testing.T) {
 	if err != nil {
 		t.Skip("no setpriv (util-linux):", err)
 	}
-	// The test binary and the app, where nobody can read them; its
-	// temporary folders where it can write.
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "toritest.test")
-	copyFile(t, os.Args[0], bin, 0o755)
-	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	copyFile(t, "testdata/hello/capsule.yml", filepath.Join(dir, "app", "capsule.yml"), 0o644)
-	// Short: the capsules' Unix sockets live beneath it.
-	tmp, err := os.MkdirTemp("/tmp", "trl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	if err := os.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	dir, tmp := rootlessFiles(t)
 	cmd := exec.Command(setpriv, "--reuid="+nobody.Uid, "--regid="+nobody.Gid, "--clear-groups",
-		bin, "-test.run", "^TestRootless$", "-test.v", "-test.count=1")
+		filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootless$", "-test.v", "-test.count=1")
 	cmd.Dir = dir
 	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=1", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	out, err := cmd.CombinedOutput()
@@ -108,5 +90,133 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := dst.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// On a cgroup v2 host (the CI guest), a user whose own v2 subtree is
+// delegated the way systemd's Delegate=yes does it (the folder and its
+// cgroup.procs, cgroup.subtree_control, cgroup.threads chowned to the user,
+// the controllers enabled above it) gets the limits it asks for, enforced:
+// the capsule's memory.max and pids.max are set, and a process over the
+// memory limit is OOM-killed.
+func TestRootlessDelegatedLimits(t *testing.T) {
+	if os.Getenv("TORITEST_ROOTLESS_CHILD") == "2" {
+		delegatedChild(t)
+		return
+	}
+	base := delegationBase(t)
+	t.Parallel()
+	const uid = 65534
+	// The subtree: created by root, handed to the user as systemd does.
+	sub := filepath.Join(base, fmt.Sprintf("toritest-user-%d", os.Getpid()))
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeCgroupTree(t, sub) })
+	for _, f := range []string{"", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"} {
+		if err := os.Chown(filepath.Join(sub, f), uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, tmp := rootlessFiles(t)
+	cg, err := os.Open(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootlessDelegatedLimits$", "-test.v", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=2", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid},
+		UseCgroupFD: true, CgroupFD: int(cg.Fd())} // born in the delegated subtree
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootlessDelegatedLimits") {
+		t.Fatalf("as uid %d in %s: %v\n%s", uid, sub, err, out)
+	}
+}
+
+// delegationBase is the cgroup v2 folder under which this test may make a
+// user's subtree with memory and pids enabled: our own cgroup, or its
+// parent when we sit in tori-run's supervisor leaf. It skips where there is
+// none (hybrid and v1 hosts).
+func delegationBase(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := ""
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if rest, ok := strings.CutPrefix(l, "0::"); ok {
+			own = rest
+		} else {
+			t.Skip("not a cgroup v2-only host (the CI guest is): ", l)
+		}
+	}
+	dir := filepath.Join("/sys/fs/cgroup", own)
+	if filepath.Base(dir) == "supervisor" {
+		dir = filepath.Dir(dir)
+	}
+	sc, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil || !strings.Contains(string(sc), "memory") || !strings.Contains(string(sc), "pids") {
+		t.Skipf("%s does not enable memory and pids for its children (%q, %v)", dir, sc, err)
+	}
+	return dir
+}
+
+func delegatedChild(t *testing.T) {
+	c := toritest.Start(t, "app", toritest.WithLimits("MemoryMax=32M", "TasksMax=40"))
+	out, err := c.Exec("hello", "sh", "-c", "id -u; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(out)); len(f) != 3 || f[0] != "0" || f[1] != "33554432" || f[2] != "40" {
+		t.Fatalf("in the capsule: %q; want uid 0, memory.max 33554432, pids.max 40", out)
+	}
+	_, err = c.Exec("hello", "/.tori/tori-run", "workload", "alloc", "128")
+	var ee *runtime.ExecError
+	if !errors.As(err, &ee) || ee.Exit.Signal != syscall.SIGKILL {
+		t.Fatalf("128 MiB under MemoryMax=32M: %v; want an OOM kill (SIGKILL)", err)
+	}
+}
+
+// rootlessFiles puts the test binary and the app where any user can read
+// them, and returns that folder and a short TMPDIR any user can write.
+func rootlessFiles(t *testing.T) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, os.Args[0], filepath.Join(dir, "toritest.test"), 0o755)
+	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, "testdata/hello/capsule.yml", filepath.Join(dir, "app", "capsule.yml"), 0o644)
+	// Short: the capsules' Unix sockets live beneath it.
+	tmp, err := os.MkdirTemp("/tmp", "trl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return dir, tmp
+}
+
+// removeCgroupTree removes a cgroup folder and its children, deepest first.
+func removeCgroupTree(t *testing.T, dir string) {
+	t.Helper()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroupTree(t, filepath.Join(dir, e.Name()))
+		}
+	}
+	if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup left: %s: %v", dir, err)
 	}
 }

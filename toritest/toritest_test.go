@@ -40,6 +40,17 @@ func workload(args []string) int {
 		}
 		_, _ = c.Write([]byte("READY=1\nSTATUS=warm"))
 		time.Sleep(time.Hour)
+	case "alloc": // touch n MiB, then wait
+		n, _ := strconv.Atoi(args[1])
+		var keep [][]byte
+		for range n {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("allocated", len(keep), "MiB")
 	case "warming": // never ready
 		fmt.Println("still warming up")
 		time.Sleep(time.Hour)

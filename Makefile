@@ -48,7 +48,7 @@ test-root: ## every test, including those that mount, make cgroups or need root
 	@if [ "$$(id -u)" != 0 ]; then echo "make test-root needs root (mounts, cgroups); run make test-unit as a user" >&2; exit 1; fi
 	$(GO) test $(TAGFLAG) -count=1 ./...
 
-VM_PKGS    ?= ./cgroups/,./overlay/,./runtime/,./integration/,./integration/vm/
+VM_PKGS    ?= ./cgroups/,./overlay/,./runtime/,./integration/,./integration/vm/,./toritest/
 VM_RUN     ?=
 VM_SKIP    ?=
 VM_TIMEOUT ?= 20m

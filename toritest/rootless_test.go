@@ -17,7 +17,7 @@ import (
 	"github.com/tori-run/tori-run/toritest"
 )
 
-// As a user who is not root (nobody, through setpriv), on this host with no
+// As a user who is not root (nobody), on this host with no
 // cgroup v2 subtree delegated to it: a capsule without limits runs in a
 // user namespace, the user as root inside; one with MemoryMax is refused
 // with what is missing and how delegation gives it.
@@ -27,22 +27,19 @@ func TestRootless(t *testing.T) {
 		return
 	}
 	t.Parallel()
-	nobody, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skip("no user nobody:", err)
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("no setpriv (util-linux):", err)
+	uid, gid := 65534, 65534 // nobody, where there is no passwd entry (the CI guest)
+	if u, err := user.Lookup("nobody"); err == nil {
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
 	}
 	dir, tmp := rootlessFiles(t)
-	cmd := exec.Command(setpriv, "--reuid="+nobody.Uid, "--regid="+nobody.Gid, "--clear-groups",
-		filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootless$", "-test.v", "-test.count=1")
+	cmd := exec.Command(filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootless$", "-test.v", "-test.count=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	cmd.Dir = dir
 	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=1", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootless") {
-		t.Fatalf("as nobody: %v\n%s", err, out)
+		t.Fatalf("as uid %d: %v\n%s", uid, err, out)
 	}
 	// Everything nobody made went with its cleanup.
 	if left, _ := filepath.Glob(filepath.Join(tmp, "toritest-*", "*")); len(left) > 0 {

@@ -112,8 +112,14 @@ func TestStartWaitsForNotify(t *testing.T) {
 // logs in the message.
 func TestStartTimesOutWithLogs(t *testing.T) {
 	t.Parallel()
+	// The timeout bounds the whole Start; long enough for the service to
+	// have started (the emulated CI guest is 10-20x slower).
+	timeout := 3 * time.Second
+	if os.Getenv("TORI_VM_GUEST") == "1" {
+		timeout = 15 * time.Second
+	}
 	msg, _ := startFailing(t, app(t, "slow", "  svc:\n    command: "+wl+"warming\n    ready: { notify: true }\n"),
-		toritest.WithTimeout(2*time.Second))
+		toritest.WithTimeout(timeout))
 	for _, want := range []string{"not ready in time", "svc: running", "still warming up"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("failure message lacks %q:\n%s", want, msg)
@@ -140,6 +146,9 @@ func TestParallelIsolated(t *testing.T) {
 	n := 100
 	if testing.Short() {
 		n = 20
+	}
+	if os.Getenv("TORI_VM_GUEST") == "1" {
+		n = 8 // the CI guest's CPU is emulated, 10-20x slower
 	}
 	dir := app(t, "par", "  svc:\n    command: sleep 3600\n")
 	for i := range n {

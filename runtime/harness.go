@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	libseccomp "github.com/opencontainers/runc/libcontainer/seccomp"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/overlay"
@@ -35,14 +37,24 @@ type HarnessOptions struct {
 	SourceRoot string
 	// Env is added to the manifest's env (KEY=VALUE; a later one wins).
 	Env []string
-	// Volumes are added to the manifest's volumes.
+	// Volumes are added to the manifest's volumes, and allowed (exactly
+	// their host paths, in their mode) on top of Options.Host.
 	Volumes []HarnessVolume
+	// AllowVolumes are host paths the manifest's own volumes may bind, as
+	// --allow-volume PATH[:ro] gives them (the host's configuration file is
+	// not read: a harness is its own operator).
+	AllowVolumes []string
 	// Limits are systemd slice directives (MemoryMax=64M, ...) over the
 	// manifest's resources, as a --slice file would give them.
 	Limits []string
 	// DieWithHost ends the capsule when this process ends, however it
 	// ends (see TieToProcess).
 	DieWithHost bool
+	// UnfilteredWithoutSeccomp runs the capsule without its system call
+	// filter when this binary was built without seccomp support (a test
+	// binary built without -tags seccomp), instead of refusing it; the
+	// Harnessed's Warnings say so.
+	UnfilteredWithoutSeccomp bool
 }
 
 // HarnessVolume is a host folder bound into the capsule.
@@ -55,6 +67,9 @@ type HarnessVolume struct {
 type Harnessed struct {
 	*Instance
 	Sup *supervisor.Supervisor
+
+	// Warnings are what the harness weakened, for the harness to show.
+	Warnings []string
 
 	tie      *net.UnixConn // the die-with-host connection, held open
 	stopOnce sync.Once
@@ -72,11 +87,19 @@ func StartHarnessed(ctx context.Context, ref string, o HarnessOptions) (_ *Harne
 	if err != nil {
 		return nil, err
 	}
+	var warnings []string
+	if m := t.Manifest; o.UnfilteredWithoutSeccomp && !libseccomp.Enabled && m.Seccomp != specs.SeccompUnconfined {
+		warnings = append(warnings, fmt.Sprintf("capsule %s runs WITHOUT its system call filter (%s): this binary was built without seccomp support (go test -tags seccomp, with libseccomp-dev, applies it)", m.Name, SeccompMode(m)))
+		m.Seccomp = specs.SeccompUnconfined
+	}
+	if o.Host, err = harnessHost(o); err != nil {
+		return nil, err
+	}
 	inst, err := Create(ctx, t, o.Options)
 	if err != nil {
 		return nil, err
 	}
-	h := &Harnessed{Instance: inst}
+	h := &Harnessed{Instance: inst, Warnings: warnings}
 	defer func() {
 		if err != nil {
 			if serr := h.Stop(context.WithoutCancel(ctx)); serr != nil {
@@ -132,6 +155,9 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 	if err != nil {
 		return nil, err
 	}
+	if t, err = applyLimits(t, o); err != nil {
+		return nil, err
+	}
 	m := t.Manifest
 	for _, kv := range o.Env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -146,6 +172,33 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 		}
 		m.Volumes = append(m.Volumes, specs.Volume{Host: v.Host, Capsule: v.Capsule, ReadOnly: v.ReadOnly})
 	}
+	return t, nil
+}
+
+// harnessHost is the operator's configuration a harnessed capsule runs
+// under: o.Host (or none), plus exactly the host paths the harness binds.
+func harnessHost(o HarnessOptions) (*HostConfig, error) {
+	h := &HostConfig{Config: &specs.HostConfig{}}
+	if o.Host != nil {
+		c := *o.Host
+		c.Volumes = slices.Clone(c.Volumes)
+		h = &c
+	}
+	for _, a := range o.AllowVolumes {
+		p, mode, _ := strings.Cut(a, ":")
+		if !filepath.IsAbs(p) || (mode != "" && mode != "ro" && mode != "rw") {
+			return nil, fmt.Errorf("allowed volume %q: expected an absolute host path, optionally followed by :ro or :rw", a)
+		}
+		h.Volumes = append(h.Volumes, AllowedVolume{Path: filepath.Clean(p), ReadOnly: mode == "ro", From: "the harness's allowed volume " + a})
+	}
+	for _, v := range o.Volumes {
+		h.Volumes = append(h.Volumes, AllowedVolume{Path: v.Host, ReadOnly: v.ReadOnly, From: "the harness's own volume " + v.Host})
+	}
+	return h, nil
+}
+
+func applyLimits(t *Target, o HarnessOptions) (*Target, error) {
+	m := t.Manifest
 	if len(o.Limits) > 0 {
 		text := "[Slice]\n" + strings.Join(o.Limits, "\n") + "\n"
 		res, err := specs.ParseSlice(strings.NewReader(text), "limits")

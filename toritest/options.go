@@ -16,6 +16,7 @@ type config struct {
 	root    string
 	env     []string
 	volumes []runtime.HarnessVolume
+	allow   []string
 	limits  []string
 	slice   string
 	log     *zerolog.Logger
@@ -32,9 +33,18 @@ func WithEnv(key, value string) Option {
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // WithVolume binds the host folder (a test's t.TempDir(), for one) at
-// capsule, writable. Both paths must be absolute.
+// capsule, writable, and allows exactly that bind. Both paths must be
+// absolute.
 func WithVolume(host, capsule string) Option {
 	return func(c *config) { c.volumes = append(c.volumes, runtime.HarnessVolume{Host: host, Capsule: capsule}) }
+}
+
+// WithAllowVolume lets the manifest's own volumes bind host (and what is
+// beneath it), as tori-run run --allow-volume does; "PATH:ro" allows only
+// read-only binds. WithVolume needs none: it allows exactly what it binds.
+// The host's /etc/tori-run/host.yml is not read.
+func WithAllowVolume(host string) Option {
+	return func(c *config) { c.allow = append(c.allow, host) }
 }
 
 // WithReadOnlyVolume binds the host folder at capsule, read-only.

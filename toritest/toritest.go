@@ -79,7 +79,8 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
 			Slice: cfg.slice, Log: log, AppInCapsule: true,
 		},
-		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, Limits: cfg.limits, DieWithHost: true,
+		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, AllowVolumes: cfg.allow, Limits: cfg.limits, DieWithHost: true,
+		UnfilteredWithoutSeccomp: true,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 	defer cancel()
@@ -88,6 +89,9 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 		return c, err
 	}
 	c.h = h
+	for _, w := range h.Warnings {
+		tb.Logf("toritest: %s", w)
+	}
 	return c, nil
 }
 

@@ -404,3 +404,26 @@ func TestStartArchiveAndInstalledName(t *testing.T) {
 		t.Fatalf("Start wrote instances into the source root: %v", d)
 	}
 }
+
+// A volume the manifest declares is refused unless the test allows it, as
+// an operator would with --allow-volume; WithAllowVolume does.
+func TestManifestVolumeNeedsAllowing(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	dir := app(t, "mvol", "  svc:\n    command: sleep 3600\n")
+	m := filepath.Join(dir, "capsule.yml")
+	b, _ := os.ReadFile(m)
+	if err := os.WriteFile(m, append(b, []byte("volumes: [\""+data+":/data\"]\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := startFailing(t, dir); !strings.Contains(msg, "not allowed on this host") {
+		t.Fatalf("a manifest volume nobody allowed: %s", msg)
+	}
+	c := toritest.Start(t, dir, toritest.WithAllowVolume(data))
+	if _, err := c.Exec("svc", "touch", "/data/ok"); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(filepath.Join(data, "ok")) {
+		t.Fatal("the allowed volume is not bound")
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These tests create real cgroups, each beneath the test process's own cgroup in every hierarchy, start
@@ -590,4 +592,63 @@ func TestEnsureDelegationV2(t *testing.T) {
 			t.Errorf("supervisor leaf made: %v", err)
 		}
 	})
+}
+
+// TestSpawnFilesLeadNowhere: a cgroup2 folder from SpawnFiles is a detached copy: ".." is itself, nothing
+// above it (the host's "/") can be reached, its files cannot be written, and StartIn still places a child
+// through it; a folder of the host's own mount is refused by Contained. This is the wall against a host
+// folder fd reaching a capsule (runc's CVE-2024-21626 class).
+func TestSpawnFilesLeadNowhere(t *testing.T) {
+	h := liveHost(t)
+	g, _ := newTestGroup(t, h, Resources{})
+	files, err := g.SpawnFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	dirs := 0
+	for _, f := range files {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if _, err := unix.Openat(int(f.Fd()), "..", unix.O_RDONLY, 0); !errors.Is(err, unix.ENOTDIR) {
+				t.Errorf("a tasks file must lead nowhere: openat(.., ..) = %v", err)
+			}
+			continue
+		}
+		dirs++
+		if err := Contained(f); err != nil {
+			t.Error(err)
+		}
+		for _, p := range []string{"../../../../../etc/passwd", "../../../../../proc/self/status"} {
+			if fd, err := unix.Openat(int(f.Fd()), p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+				unix.Close(fd)
+				t.Errorf("opened %s from the cgroup folder fd", p)
+			}
+		}
+		if fd, err := unix.Openat(int(f.Fd()), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+			unix.Close(fd)
+			t.Error("cgroup.procs of the detached copy is writable")
+		}
+	}
+	if dirs == 0 && g.Version() == 2 {
+		t.Fatal("no cgroup2 folder among the spawn files of a v2 group")
+	}
+	host, err := os.Open(h.Hierarchies[0].Mount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	if Contained(host) == nil {
+		t.Errorf("Contained accepted %s, a folder of the host's mount", host.Name())
+	}
+	cmd := exec.Command("sleep", "30")
+	startIn(t, g, cmd)
+	wantIn(t, g, cmd.Process.Pid)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -13,7 +15,9 @@ import (
 
 // Listen creates a Unix socket at path, replacing a stale one left by a
 // crashed proxy, readable and writable by everyone: who may call is decided
-// by where the socket is bound (into one capsule) and by Identify.
+// by where the socket is bound (into one capsule, from a folder the capsule
+// cannot write) and by Identify. The mode is set without following a
+// symlink, so one planted at path after bind changes nothing.
 func Listen(path string) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale state socket: %w", err)
@@ -22,22 +26,43 @@ func Listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on state socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o666); err != nil {
+	if err := chmodSocket(path, 0o666); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod state socket: %w", err)
 	}
 	return l, nil
 }
 
-// peer is who is at the other end of a connection, from SO_PEERCRED at
-// accept time. The service is resolved once, on the first request.
-type peer struct {
-	pid, uid int32
-	credErr  error
+// chmodSocket changes the mode of the socket file at path through an
+// O_PATH|O_NOFOLLOW fd checked to be a socket (os.Chmod follows symlinks).
+func chmodSocket(path string, mode uint32) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s is no longer the socket just made (mode %#o): refusing to change it", path, st.Mode)
+	}
+	if err := unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: path, Err: err}
+	}
+	return nil
+}
 
-	once    sync.Once
+// peer is who is at the other end of a connection: the service its process
+// belongs to, resolved once, when the connection is accepted, from a pidfd
+// of that process (identifyPeer). The identity is the connection's for its
+// whole life: a pid number is never looked at again, so a pid reused later
+// by another service's process changes nothing.
+type peer struct {
 	service string
-	err     error
+	err     error // shown to the caller: never a host pid
+	pid     int32 // for the host's log only
 }
 
 type peerKey struct{}
@@ -47,7 +72,7 @@ func peerFrom(ctx context.Context) *peer {
 	return p
 }
 
-// credConn is an accepted connection with its peer's credentials.
+// credConn is an accepted connection with its peer.
 type credConn struct {
 	net.Conn
 	peer    *peer
@@ -61,19 +86,20 @@ func (c *credConn) Close() error {
 	return err
 }
 
-// credListener reads each connection's peer credentials as it accepts it
-// and admits at most cap(sem) connections at once (like
+// credListener identifies each connection's peer as it accepts it and
+// admits at most cap(sem) connections at once (like
 // x/net/netutil.LimitListener, which cannot be used here: its connections
-// hide the *net.UnixConn that SO_PEERCRED needs).
+// hide the *net.UnixConn that SO_PEERPIDFD needs).
 type credListener struct {
 	net.Listener
-	sem  chan struct{}
-	done chan struct{}
-	once sync.Once
+	identify func(pid int32) (string, error)
+	sem      chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
-func newCredListener(l net.Listener, maxConns int) *credListener {
-	return &credListener{Listener: l, sem: make(chan struct{}, maxConns), done: make(chan struct{})}
+func newCredListener(l net.Listener, maxConns int, identify func(int32) (string, error)) *credListener {
+	return &credListener{Listener: l, identify: identify, sem: make(chan struct{}, maxConns), done: make(chan struct{})}
 }
 
 func (l *credListener) Accept() (net.Conn, error) {
@@ -87,7 +113,11 @@ func (l *credListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	return &credConn{Conn: c, peer: peerCred(c), release: func() { <-l.sem }}, nil
+	p := &peer{err: errors.New("not identified"), pid: -1}
+	if l.identify != nil { // nil: the admin socket, which asks nobody's identity
+		p = identifyPeer(c, l.identify)
+	}
+	return &credConn{Conn: c, peer: p, release: func() { <-l.sem }}, nil
 }
 
 func (l *credListener) Close() error {
@@ -95,29 +125,92 @@ func (l *credListener) Close() error {
 	return l.Listener.Close()
 }
 
-func peerCred(c net.Conn) *peer {
+// identifyPeer finds the service of the process that connected c.
+//
+// The process is held by a pidfd: SO_PEERPIDFD (Linux 6.5+) names the very
+// process that called connect(), whatever happened to its pid number since;
+// before 6.5, a pidfd opened on SO_PEERCRED's pid at once at accept (a pid
+// reused between connect and accept could still fool that one; 6.5 closes
+// it). The pid read from the pidfd is looked up (identify: its cgroup), and
+// the pidfd must still name that pid afterwards: a pid cannot be given to
+// another process before its holder is reaped, and a reaped one shows -1,
+// so what identify read was the peer's.
+func identifyPeer(c net.Conn, identify func(int32) (string, error)) *peer {
 	p := &peer{pid: -1}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		p.credErr = fmt.Errorf("connection from %v is not over a Unix socket", c.RemoteAddr())
+		p.err = errors.New("not a connection over a Unix socket")
 		return p
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		p.credErr = fmt.Errorf("peer credentials: %w", err)
+		p.err = fmt.Errorf("peer credentials: %w", err)
 		return p
 	}
-	var cred *unix.Ucred
-	var credErr error
+	pidfd := -1
+	var serr error
 	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		pidfd, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+		if serr == nil {
+			return
+		}
+		var cred *unix.Ucred
+		if cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); serr != nil {
+			return
+		}
+		if cred.Pid <= 0 {
+			serr = errors.New("the caller is outside the state proxy's PID namespace")
+			return
+		}
+		pidfd, serr = unix.PidfdOpen(int(cred.Pid), 0)
 	}); err != nil {
-		credErr = err
+		serr = err
 	}
-	if credErr != nil {
-		p.credErr = fmt.Errorf("SO_PEERCRED: %w", credErr)
+	if serr != nil {
+		p.err = fmt.Errorf("peer credentials: %w", noPid(serr))
 		return p
 	}
-	p.pid, p.uid = cred.Pid, int32(cred.Uid)
+	defer unix.Close(pidfd)
+	pid := pidfdPid(pidfd)
+	if pid <= 0 {
+		p.err = errors.New("the process that connected has exited or is outside the state proxy's PID namespace")
+		return p
+	}
+	p.pid = int32(pid)
+	p.service, p.err = identify(int32(pid))
+	if p.err == nil && p.service == "" {
+		p.err = errors.New("the caller belongs to no service")
+	}
+	if pidfdPid(pidfd) != pid {
+		p.service, p.err = "", errors.New("the process that connected exited while it was identified")
+	}
 	return p
+}
+
+// noPid keeps an errno only: the messages built here reach the caller.
+func noPid(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+// pidfdPid reads the pid of a pidfd's process in our PID namespace from its
+// fdinfo: -1 once it has been reaped, 0 if outside our namespace.
+func pidfdPid(pidfd int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }

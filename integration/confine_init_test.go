@@ -140,7 +140,7 @@ func attackPlant(victim string) {
 	fmt.Printf("notify ready: %v\n", err)
 	name := os.Getenv("TORI_SERVICE")
 	for _, p := range []string{
-		ns,                                                  // the notify socket, remade at each start
+		ns, // the notify socket, remade at each start
 		filepath.Join(filepath.Dir(ns), "x.notify"),         // a new file in the notify folder
 		"/.tori/run/supervisor/" + name + ".state.json",     // where the state file used to be
 		"/.tori/run/supervisor/" + name + ".state.json.tmp", // and its temporary file

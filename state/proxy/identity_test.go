@@ -110,8 +110,11 @@ func TestIdentityOutlivesPidReuse(t *testing.T) {
 	known := make(chan struct{})
 	var reused atomic.Bool
 	identified := make(chan struct{}, 1)
+	self := int32(os.Getpid())
 	h := startProxy(t, state.Options{}, Options{Identify: func(pid int32) (string, error) {
 		switch {
+		case pid == self:
+			return "child", nil // we write on the child's connection: of its service, as its parent would be
 		case !isChild(pid, &who, known):
 			return "", fmt.Errorf("pid %d unknown", pid)
 		case reused.Load():
@@ -168,4 +171,36 @@ func TestPeerExitingDuringIdentifyIsRefused(t *testing.T) {
 	if _, ok := h.store.Get("k"); ok {
 		t.Error("the refused connection wrote")
 	}
+}
+
+// TestStolenConnectionIsRefused: a connection opened by a process of one
+// service and written on by a process of another (it took the fd) does not
+// speak as the first: the write is refused and nothing is stored.
+func TestStolenConnectionIsRefused(t *testing.T) {
+	var who atomic.Pointer[exec.Cmd]
+	known := make(chan struct{})
+	self := int32(os.Getpid())
+	h := startProxy(t, state.Options{}, Options{Identify: func(pid int32) (string, error) {
+		switch {
+		case pid == self:
+			return "thief", nil
+		case isChild(pid, &who, known):
+			return "victim", nil
+		}
+		return "", fmt.Errorf("pid %d unknown", pid)
+	}})
+	c, _ := connector(t, h.sock, &who, known, nil)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "PUT /v1/kv/k HTTP/1.1\r\nHost: state\r\nContent-Length: 1\r\n\r\nv")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			t.Errorf("a stolen connection was served: %s", resp.Status)
+		}
+	}
+	if e, ok := h.store.Get("k"); ok {
+		t.Errorf("a stolen connection wrote as %s", e.Service)
+	}
+	// The same service's own processes may share a connection (a child that
+	// inherited it): that is TestIdentityOutlivesPidReuse.
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,11 +75,86 @@ func peerFrom(ctx context.Context) *peer {
 }
 
 // credConn is an accepted connection with its peer.
+//
+// Its reads also check who WROTE the bytes: with SO_PASSCRED the kernel
+// tags every write on a Unix stream with the writer's pid and never merges
+// two writers' data in one read, so a connection fd taken by a process of
+// another service (inherited, passed, pidfd_getfd) cannot speak as the
+// service that opened it: data from a process that is not of that service
+// ends the connection. The opener's own writes cost no lookup; another
+// process of the same service (a child that inherited the fd) is looked up
+// once.
 type credConn struct {
 	net.Conn
-	peer    *peer
-	release func()
-	once    sync.Once
+	peer     *peer
+	raw      syscall.RawConn // nil: reads are not checked (admin socket, unknown peer)
+	identify func(int32) (string, error)
+	oob      []byte
+	writers  map[int32]bool // other pids seen writing, found of peer.service
+	release  func()
+	once     sync.Once
+}
+
+func (c *credConn) Read(b []byte) (int, error) {
+	if c.raw == nil {
+		return c.Conn.Read(b)
+	}
+	var n, oobn int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), b, c.oob, unix.MSG_CMSG_CLOEXEC)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	writer := int32(-1)
+	if msgs, err := unix.ParseSocketControlMessage(c.oob[:oobn]); err == nil {
+		for i := range msgs {
+			if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+				writer = cred.Pid
+			} else if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+				for _, fd := range fds {
+					unix.Close(fd) // nobody sends the proxy fds
+				}
+			}
+		}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	if writer != c.peer.pid && !c.writers[writer] {
+		if err := c.checkWriter(writer); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// checkWriter accepts pid as a writer on the connection if it is a process
+// of the connection's service, identified as at accept.
+func (c *credConn) checkWriter(pid int32) error {
+	refused := errors.New("state proxy: data on this connection was written by a process of another service than the one that opened it")
+	if pid <= 0 {
+		return refused
+	}
+	pidfd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		return refused
+	}
+	defer unix.Close(pidfd)
+	svc, err := c.identify(pid)
+	if err != nil || svc != c.peer.service || pidfdPid(pidfd) != int(pid) {
+		return refused
+	}
+	if c.writers == nil {
+		c.writers = map[int32]bool{}
+	}
+	c.writers[pid] = true
+	return nil
 }
 
 func (c *credConn) Close() error {
@@ -98,8 +175,28 @@ type credListener struct {
 	once     sync.Once
 }
 
-func newCredListener(l net.Listener, maxConns int, identify func(int32) (string, error)) *credListener {
-	return &credListener{Listener: l, identify: identify, sem: make(chan struct{}, maxConns), done: make(chan struct{})}
+// newCredListener wraps l. With identify, SO_PASSCRED is set on the
+// listening socket itself: a connection is born with it (Linux 6.16+ copies
+// it at connect; before, the kernel tags writes to a connection not yet
+// accepted anyway), so even the bytes written before accept carry their
+// writer's pid.
+func newCredListener(l net.Listener, maxConns int, identify func(int32) (string, error)) (*credListener, error) {
+	if ul, ok := l.(*net.UnixListener); ok && identify != nil {
+		raw, err := ul.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+		}); err != nil {
+			return nil, err
+		}
+		if serr != nil {
+			return nil, fmt.Errorf("state socket: SO_PASSCRED: %w", serr)
+		}
+	}
+	return &credListener{Listener: l, identify: identify, sem: make(chan struct{}, maxConns), done: make(chan struct{})}, nil
 }
 
 func (l *credListener) Accept() (net.Conn, error) {
@@ -113,11 +210,25 @@ func (l *credListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	p := &peer{err: errors.New("not identified"), pid: -1}
-	if l.identify != nil { // nil: the admin socket, which asks nobody's identity
-		p = identifyPeer(c, l.identify)
+	cc := &credConn{Conn: c, peer: &peer{err: errors.New("not identified"), pid: -1}, release: func() { <-l.sem }}
+	if l.identify == nil { // the admin socket, which asks nobody's identity
+		return cc, nil
 	}
-	return &credConn{Conn: c, peer: p, release: func() { <-l.sem }}, nil
+	cc.peer = identifyPeer(c, l.identify)
+	if uc, ok := c.(*net.UnixConn); ok && cc.peer.err == nil {
+		if raw, err := uc.SyscallConn(); err == nil {
+			var serr error
+			if err := raw.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+			}); err == nil && serr == nil {
+				cc.raw, cc.identify = raw, l.identify
+				cc.oob = make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*8))
+			} else {
+				cc.peer = &peer{err: errors.New("SO_PASSCRED failed: the writers of this connection cannot be checked"), pid: cc.peer.pid}
+			}
+		}
+	}
+	return cc, nil
 }
 
 func (l *credListener) Close() error {

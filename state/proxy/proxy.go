@@ -163,7 +163,11 @@ func (s *Server) serve(l net.Listener, h http.Handler, identify func(int32) (str
 	s.mu.Lock()
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-	return srv.Serve(newCredListener(l, s.opts.MaxConns, identify))
+	cl, err := newCredListener(l, s.opts.MaxConns, identify)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(cl)
 }
 
 // Shutdown stops accepting connections and waits for requests in flight

@@ -144,7 +144,9 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 		if cgFiles, err = g.SpawnFiles(); err != nil {
 			return nil, err
 		}
-		defer closeFiles(cgFiles)
+		// Closed off the start's path: dropping a detached mount's last fd
+		// waits for an RCU grace period.
+		defer func() { go closeFiles(cgFiles) }()
 		req.CgroupFiles = len(cgFiles)
 	}
 	oomBase, _ := g.OOMKills()

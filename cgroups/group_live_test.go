@@ -684,3 +684,24 @@ func BenchmarkSpawnFiles(b *testing.B) {
 		}
 	}
 }
+
+// TestOpenNamespacedStaysInside: names that climb, absolute names and a folder that is not on cgroup2 are
+// refused.
+func TestOpenNamespacedStaysInside(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "svc-a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"../etc", "svc-a/../..", "/etc", "", "."} {
+		if f, err := OpenNamespaced(dir, rel); err == nil {
+			f.Close()
+			t.Errorf("OpenNamespaced(%q) was accepted", rel)
+		}
+	}
+	if f, err := OpenNamespaced(dir, "svc-a"); err == nil || !strings.Contains(err.Error(), "not a cgroup2 mount") {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("a folder of a tmpfs: %v, want not cgroup2", err)
+	}
+}

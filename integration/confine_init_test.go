@@ -497,3 +497,35 @@ func TestStateProxyKnowsItsCaller(t *testing.T) {
 		t.Errorf("the 403 names a number (a host pid?): %s", body)
 	}
 }
+
+// BenchmarkServiceStart: one start of a service that exits at once, to its exit, through the init (what the
+// walls cost per start: on v2 the init's own open of the cgroup, on a hybrid host the detached cgroup2 copy).
+func BenchmarkServiceStart(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	o := runtime.Options{Root: b.TempDir(), RunDir: b.TempDir(), StateRoot: b.TempDir()}
+	app := b.TempDir()
+	m := filepath.Join(app, "capsule.yml")
+	if err := os.WriteFile(m, []byte("name: itest\nversion: \"1.0.0\"\nservices:\n  x:\n    command: /bin/true\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	tgt, err := runtime.Resolve(m, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	inst, err := runtime.Create(context.Background(), tgt, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = inst.Destroy(context.Background()) }()
+	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	defer devnull.Close()
+	for b.Loop() {
+		s, err := inst.StartService(context.Background(), "x", devnull, devnull)
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-s.Done()
+	}
+}

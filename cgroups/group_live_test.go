@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These tests create real cgroups, each beneath the test process's own cgroup in every hierarchy, start
@@ -590,4 +592,116 @@ func TestEnsureDelegationV2(t *testing.T) {
 			t.Errorf("supervisor leaf made: %v", err)
 		}
 	})
+}
+
+// TestSpawnFilesLeadNowhere: a cgroup2 folder from SpawnFiles is a detached copy: ".." is itself, nothing
+// above it (the host's "/") can be reached, its files cannot be written, and StartIn still places a child
+// through it; a folder of the host's own mount is refused by Contained. This is the wall against a host
+// folder fd reaching a capsule (runc's CVE-2024-21626 class).
+func TestSpawnFilesLeadNowhere(t *testing.T) {
+	h := liveHost(t)
+	g, _ := newTestGroup(t, h, Resources{})
+	files, err := g.SpawnFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	dirs := 0
+	for _, f := range files {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if _, err := unix.Openat(int(f.Fd()), "..", unix.O_RDONLY, 0); !errors.Is(err, unix.ENOTDIR) {
+				t.Errorf("a tasks file must lead nowhere: openat(.., ..) = %v", err)
+			}
+			continue
+		}
+		dirs++
+		if err := Contained(f); err != nil {
+			t.Error(err)
+		}
+		for _, p := range []string{"../../../../../etc/passwd", "../../../../../proc/self/status"} {
+			if fd, err := unix.Openat(int(f.Fd()), p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+				unix.Close(fd)
+				t.Errorf("opened %s from the cgroup folder fd", p)
+			}
+		}
+		if fd, err := unix.Openat(int(f.Fd()), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+			unix.Close(fd)
+			t.Error("cgroup.procs of the detached copy is writable")
+		}
+	}
+	if dirs == 0 && g.Version() == 2 {
+		t.Fatal("no cgroup2 folder among the spawn files of a v2 group")
+	}
+	host, err := os.Open(h.Hierarchies[0].Mount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	if Contained(host) == nil {
+		t.Errorf("Contained accepted %s, a folder of the host's mount", host.Name())
+	}
+	cmd := exec.Command("sleep", "30")
+	startIn(t, g, cmd)
+	wantIn(t, g, cmd.Process.Pid)
+}
+
+// BenchmarkSpawnFiles: what opening a group's spawn files costs per service start (on a hybrid host the
+// cgroup2 folder's detached copy: open_tree, mount_setattr, openat).
+func BenchmarkSpawnFiles(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: creates cgroups")
+	}
+	h, err := Detect()
+	if err != nil {
+		b.Skipf("no cgroups: %v", err)
+	}
+	if err := EnsureDelegation(h); err != nil {
+		b.Skipf("cannot delegate our cgroup: %v", err)
+	}
+	g, err := newGroup(h, uniqueName())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := g.create(Resources{}); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = g.Destroy() }()
+	for b.Loop() {
+		files, err := g.SpawnFiles()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range files {
+			f.Close()
+		}
+	}
+}
+
+// TestOpenNamespacedStaysInside: names that climb, absolute names and a folder that is not on cgroup2 are
+// refused.
+func TestOpenNamespacedStaysInside(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "svc-a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"../etc", "svc-a/../..", "/etc", "", "."} {
+		if f, err := OpenNamespaced(dir, rel); err == nil {
+			f.Close()
+			t.Errorf("OpenNamespaced(%q) was accepted", rel)
+		}
+	}
+	if f, err := OpenNamespaced(dir, "svc-a"); err == nil || !strings.Contains(err.Error(), "not a cgroup2 mount") {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("a folder of a tmpfs: %v, want not cgroup2", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -13,18 +14,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SpawnFiles opens what a process spawner needs to start a child directly in g (StartIn): on cgroup v2 the
-// group's directory (O_RDONLY|O_DIRECTORY, usable as SysProcAttr.CgroupFD); on v1 the `tasks` file of each
-// hierarchy (O_WRONLY), and on a hybrid host also the cgroup2 directory. The files may be passed to another
-// process (over a unix socket, into a container's namespaces); the caller closes them.
+// SpawnFiles opens what a process spawner needs to start a child directly in g (StartIn), in a form that may
+// be handed to a process that must not reach the host's file system (tori-run's init in a capsule): on v1 the
+// `tasks` file of each hierarchy (O_WRONLY; a file, not a folder: no path leads from it anywhere); the cgroup2
+// directory (on v2, and beside v1 on a hybrid host) as the root of a detached, read-only copy of its mount
+// holding this one folder (DetachedDir), never as a folder of the host's mount, from which openat(fd, "..")
+// would climb to the host's "/" (the class of runc's CVE-2024-21626). The caller closes the files.
+//
+// Inside a cgroup namespace prefer OpenNamespaced, which needs nothing from the host.
 func (g *Group) SpawnFiles() ([]*os.File, error) {
 	var out []*os.File
 	for _, d := range g.dirs {
-		name, flags := "tasks", unix.O_WRONLY
+		var f *os.File
+		var err error
 		if d.Version == 2 {
-			name, flags = ".", unix.O_RDONLY|unix.O_DIRECTORY
+			f, err = DetachedDir(d.Mount, d.dir)
+		} else {
+			f, err = openBeneath(d.Mount, d.dir, "tasks", unix.O_WRONLY)
 		}
-		f, err := openBeneath(d.Mount, d.dir, name, flags)
 		if err != nil {
 			for _, o := range out {
 				o.Close()
@@ -34,6 +41,81 @@ func (g *Group) SpawnFiles() ([]*os.File, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// DetachedDir opens the cgroup2 folder dir (inside the hierarchy mounted at mount) as the root of a private,
+// detached copy of its mount (open_tree(OPEN_TREE_CLONE), Linux 5.2+) made read-only, nosuid, nodev and
+// noexec (mount_setattr, 5.12+). The copy is attached to no mount tree, so ".." of its root is itself: the
+// folder fd leads to this cgroup and its children, never above, and its files cannot be written. It is
+// still a cgroup2 folder to the kernel, which is all clone3(CLONE_INTO_CGROUP) asks of it (the permission
+// to place a child is checked on the cgroup's own files, not on the mount). The copy is freed with the last
+// fd.
+func DetachedDir(mount, dir string) (*os.File, error) {
+	f, err := openBeneath(mount, dir, ".", unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tree, err := unix.OpenTree(int(f.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return nil, &os.PathError{Op: "open_tree", Path: dir, Err: err}
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return nil, &os.PathError{Op: "mount_setattr", Path: dir, Err: err}
+	}
+	fd, err := unix.Openat(tree, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	d := os.NewFile(uintptr(fd), dir)
+	if err := Contained(d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Contained checks that no path leads up from the folder f: its ".." is itself, as at the root of a detached
+// mount (DetachedDir) or of the caller's own root. A folder received from another process must pass before
+// it is used; a file (a v1 tasks file) passes. It is how tori-run's init refuses a host folder.
+func Contained(f *os.File) error {
+	var st, up unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil
+	}
+	if err := unix.Fstatat(int(f.Fd()), "..", &up, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "stat ..", Path: f.Name(), Err: err}
+	}
+	if up.Dev != st.Dev || up.Ino != st.Ino {
+		return fmt.Errorf("folder %s leads up to another folder: refused (a folder passed between processes must be a detached copy)", f.Name())
+	}
+	return nil
+}
+
+// OpenNamespaced opens the cgroup2 folder rel (a path relative to the root of the caller's cgroup
+// namespace, as "svc-web") under mount, where the caller sees its cgroup namespace's cgroup2 mount
+// ("/sys/fs/cgroup" in a capsule), for StartIn. Nothing comes from another mount namespace: the folder is
+// inside the caller's own view, where ".." stops at its root. rel may not climb ("..", absolute, symlinks),
+// and the folder must be on cgroup2.
+func OpenNamespaced(mount, rel string) (*os.File, error) {
+	if err := validPath(rel); err != nil || path.IsAbs(rel) {
+		return nil, fmt.Errorf("cgroup %q: a path relative to the cgroup namespace's root expected", rel)
+	}
+	f, err := openBeneath(mount, mount, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		f.Close()
+		return nil, fmt.Errorf("cgroup %s: %s is not a cgroup2 mount (statfs type %#x, %v)", rel, mount, fs.Type, err)
+	}
+	return f, nil
 }
 
 // StartIn starts cmd so that the child is BORN in the cgroup whose SpawnFiles are given: it never runs, not

@@ -75,6 +75,8 @@ func workload(name string, args []string) int {
 		if _, err := os.Stat(args[0]); err != nil {
 			return 1
 		}
+	case "confine": // attacks on tori-run's own walls (confine_init_test.go)
+		return confineWorkload(args)
 	case "sleep":
 		time.Sleep(time.Duration(n) * time.Second)
 	case "write": // write a file in /app and report whether other folders are writable

@@ -35,10 +35,25 @@ const InitCommand = "capsule-init"
 // initFD is where the init finds its listening socket (the first ExtraFile).
 const initFD = 3
 
+// capsuleCgroupMount is where the init sees its cgroup namespace's cgroup2
+// mount (v2 hosts): the capsule's cgroup is its root.
+const capsuleCgroupMount = "/sys/fs/cgroup"
+
 // Messages between the host and the init, one per packet. Files travel as
-// SCM_RIGHTS alongside.
+// SCM_RIGHTS alongside, in groups in a fixed order, each group's size given
+// by a field of the request (a new kind of file is a new group, appended at
+// the end with its own count):
+//
+//	stdout, stderr                 always
+//	Keep files                     read ends of the service's output pipes
+//	CgroupFiles files              v1 tasks files; a cgroup2 folder only as a
+//	                               detached copy (cgroups.SpawnFiles)
+//
+// Never a folder of the host's mount: a folder fd is a way out of every
+// namespace (runc's CVE-2024-21626). On v2 the init opens the service's
+// cgroup itself, by name (Cgroup), in its own cgroup namespace.
 type initRequest struct {
-	Op      string   `json:"op"` // "start" or "shutdown"
+	Op      string   `json:"op"` // "start", "adopt" or "shutdown"
 	Service string   `json:"service,omitempty"`
 	Args    []string `json:"args,omitempty"`
 	Env     []string `json:"env,omitempty"`
@@ -49,9 +64,15 @@ type initRequest struct {
 	// the service lives: read ends of its output pipes, so that the pipes
 	// outlive a dead tori-run and a new one can take them (adopt).
 	Keep int `json:"keep,omitempty"`
-	// CgroupVersion says how to use the cgroup files that follow
-	// (cgroups.StartIn).
+	// CgroupVersion says how to start the service in its cgroup
+	// (cgroups.StartIn): 2 with Cgroup, 1 with CgroupFiles.
 	CgroupVersion int `json:"cgroup_version,omitempty"`
+	// Cgroup is the service's cgroup relative to the capsule's (the root of
+	// the init's cgroup namespace), "svc-web": on v2 the init opens it under
+	// capsuleCgroupMount.
+	Cgroup string `json:"cgroup,omitempty"`
+	// CgroupFiles is how many files after the kept ones are cgroup files.
+	CgroupFiles int `json:"cgroup_files,omitempty"`
 }
 
 // adoptedProc is one service in the answer to "adopt"; its pidfd and kept
@@ -82,6 +103,16 @@ const maxPacket = 64 << 10
 
 // RunInit is the capsule's PID 1. It returns the process's exit status.
 func RunInit() int {
+	// First: no process of the capsule may trace the init, read its memory
+	// or take its fds (pidfd_getfd, /proc/1/fd): it holds every service's
+	// output pipes and the host's channel. A non-dumpable process's /proc
+	// files need CAP_SYS_PTRACE, which a capsule never has. execve made us
+	// dumpable again; forked services stay non-dumpable until their own
+	// execve.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "tori-run init: PR_SET_DUMPABLE: %v\n", err)
+		return 1
+	}
 	f := os.NewFile(initFD, "init.sock")
 	l, err := net.FileListener(f)
 	if err != nil {
@@ -176,8 +207,25 @@ func (s *initServer) handle(c *net.UnixConn) {
 // see the child (s.mu is held throughout), so the host always reads the
 // answer before the exit message, even for a service that exits at once.
 func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) error {
-	if len(req.Args) == 0 || len(files) < 2+req.Keep {
-		return fmt.Errorf("start %s: expected args, stdout, stderr and %d kept files", req.Service, req.Keep)
+	if len(req.Args) == 0 || req.Keep < 0 || req.CgroupFiles < 0 || len(files) != 2+req.Keep+req.CgroupFiles {
+		return fmt.Errorf("start %s: expected args, stdout, stderr, %d kept files and %d cgroup files, got %d files", req.Service, req.Keep, req.CgroupFiles, len(files))
+	}
+	cgFiles := files[2+req.Keep : 2+req.Keep+req.CgroupFiles]
+	for _, f := range cgFiles {
+		if err := cgroups.Contained(f); err != nil {
+			return fmt.Errorf("start %s: %w", req.Service, err)
+		}
+	}
+	if req.Cgroup != "" {
+		if req.CgroupVersion != 2 || len(cgFiles) != 0 {
+			return fmt.Errorf("start %s: a cgroup by name is for cgroup v2 alone", req.Service)
+		}
+		dir, err := cgroups.OpenNamespaced(capsuleCgroupMount, req.Cgroup)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", req.Service, err)
+		}
+		defer dir.Close()
+		cgFiles = []*os.File{dir}
 	}
 	path := req.Args[0]
 	switch {
@@ -207,7 +255,7 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	start := func() error { return cgroups.StartIn(req.CgroupVersion, files[2+req.Keep:], cmd) }
+	start := func() error { return cgroups.StartIn(req.CgroupVersion, cgFiles, cmd) }
 	if req.CgroupVersion == 0 { // no cgroups: a rootless capsule (rootless_run.go)
 		start = cmd.Start
 	}
@@ -353,7 +401,22 @@ const maxAnswer = 4 << 10
 func readMsgN(c *net.UnixConn, v any, size int) ([]*os.File, error) {
 	buf := make([]byte, size)
 	oob := make([]byte, unix.CmsgSpace(64*4))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	// MSG_CMSG_CLOEXEC: the received fds are close-on-exec from the moment
+	// they exist, so a service that another goroutine forks meanwhile cannot
+	// inherit them (another service's pipes, the cgroup files).
+	var n, oobn int
+	var rerr error
+	err = raw.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = rerr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +432,6 @@ func readMsgN(c *net.UnixConn, v any, size int) ([]*os.File, error) {
 				continue
 			}
 			for _, fd := range fds {
-				unix.CloseOnExec(fd)
 				files = append(files, os.NewFile(uintptr(fd), "passed"))
 			}
 		}

@@ -35,11 +35,16 @@ import (
 //	               mount points; libcontainer mounts inside its namespace)
 //	app/           the overlay of the release's app under the scratch layer
 //	scratch/       upper and work of that overlay, discarded at stop
-//	run/           the init's socket, bound at /.tori/run
+//	run/           host side only, never bound into the capsule: the init's
+//	               socket, its log, the supervisor's state files
+//	notify/        only the services' sd_notify sockets, bound read-only at
+//	               /.tori/notify
+//	state/         only the state proxy's socket, bound read-only at /run/tori
 //
 // libcontainer's state lives in <rundir>/containers/<id>, on tmpfs.
 type instancePaths struct {
 	Dir, Record, Lock, Rootfs, App, Upper, Work, Run, Socket string
+	Notify                                                   string
 	State, StateSocket, Admin, AdminSocket                   string
 	RootUpper, RootWork                                      string
 }
@@ -51,7 +56,8 @@ func newInstancePaths(root, id string) instancePaths {
 		Rootfs: filepath.Join(dir, "rootfs"), App: filepath.Join(dir, "app"),
 		Upper: filepath.Join(dir, "scratch", "upper"), Work: filepath.Join(dir, "scratch", "work"),
 		Run: filepath.Join(dir, "run"), Socket: filepath.Join(dir, "run", "init.sock"),
-		State: filepath.Join(dir, "state"), StateSocket: filepath.Join(dir, "state", "state.sock"),
+		Notify: filepath.Join(dir, "notify"),
+		State:  filepath.Join(dir, "state"), StateSocket: filepath.Join(dir, "state", "state.sock"),
 		Admin: filepath.Join(dir, "admin"), AdminSocket: filepath.Join(dir, "admin", "state.sock"),
 		RootUpper: filepath.Join(dir, "scratch", "root-upper"), RootWork: filepath.Join(dir, "scratch", "root-work"),
 	}
@@ -228,16 +234,18 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 
 func (i *Instance) createDirs() error {
 	p := i.paths
-	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Admin, p.RootUpper, p.RootWork} {
+	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Notify, p.Admin, p.RootUpper, p.RootWork} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
 	}
 	// What becomes the capsule's /, /app (the scratch layer's top gives the
-	// overlay's root its mode) and /run/tori (the state socket) must be
-	// searchable by a service that is not root (user:); the instance's own
-	// folder stays 0700, so nothing of it is reachable from the host.
-	for _, d := range []string{p.Rootfs, p.Upper, p.RootUpper, p.State} {
+	// overlay's root its mode) and the socket folders bound in read-only
+	// (/run/tori, /.tori/notify) must be searchable by a service that is
+	// not root (user:); who may speak on a socket is decided per connection
+	// (cgroup), not by the mode. The instance's own folder stays 0700, so
+	// nothing of it is reachable from the host.
+	for _, d := range []string{p.Rootfs, p.Upper, p.RootUpper, p.State, p.Notify} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
@@ -326,7 +334,7 @@ func (i *Instance) mountApp(appDir string) error {
 
 func (i *Instance) startContainer() error {
 	spec, err := buildSpec(specInput{
-		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, RunDir: i.paths.Run,
+		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State,
 		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
 		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,

@@ -75,7 +75,7 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 
 func (i *Instance) startRootlessContainer(appDir string) error {
 	spec, err := buildSpec(specInput{
-		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, RunDir: i.paths.Run,
+		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State, Binary: i.opts.Binary, Env: []string{"PATH=" + capsulePath},
 		AppSource: i.confine.appSource, Volumes: i.confine.volumes,
 	})

@@ -136,14 +136,10 @@ func LogDir(root, capsule string) string { return filepath.Join(root, "logs", ca
 // Supervise makes the supervisor of an instance's services: started
 // through the capsule's init, probed inside it, logged under LogDir.
 func (i *Instance) Supervise() (*supervisor.Supervisor, error) {
-	notify := filepath.Join(i.paths.Run, "notify")
-	if err := os.MkdirAll(notify, 0o700); err != nil {
-		return nil, err
-	}
 	return supervisor.New(supervisorConfigs(i.Manifest), capsuleRunner{i}, supervisor.Options{
 		Prober:    capsuleProber{i},
 		LogDir:    LogDir(i.opts.Root, i.Manifest.Name),
-		NotifyDir: notify,
+		NotifyDir: i.paths.Notify,
 		StateDir:  filepath.Join(i.paths.Run, "supervisor"),
 		Log:       i.Log,
 	})

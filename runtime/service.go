@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,14 +127,33 @@ func keepReadEnds(files ...*os.File) []*os.File {
 // handle. label names it in messages and logs.
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, keep ...*os.File) (*Service, error) {
 	uid, gid := i.confine.uid, i.confine.gid
+	var err error
+	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
+		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep)}
 	var cgFiles []*os.File
 	var oomBase uint64
-	var err error
-	if g != nil { // nil: no cgroups (rootless_run.go)
+	switch {
+	case g == nil: // no cgroups (rootless_run.go)
+	case g.Version() == 2:
+		req.CgroupVersion = 2
+		// The init opens the leaf in its own cgroup namespace: no cgroup
+		// file of the host goes in.
+		if req.Cgroup, err = filepath.Rel(i.group.Path(), g.Path()); err != nil {
+			return nil, fmt.Errorf("starting %s: cgroup %s is not under the capsule's %s", label, g.Path(), i.group.Path())
+		}
+		oomBase, _ = g.OOMKills()
+	default:
+		req.CgroupVersion = g.Version()
+		// v1 has no cgroup namespace here: the host opens the tasks files
+		// (files lead nowhere) and, on a hybrid host, a detached copy of
+		// the cgroup2 folder.
 		if cgFiles, err = g.SpawnFiles(); err != nil {
 			return nil, err
 		}
-		defer closeFiles(cgFiles)
+		// Closed off the start's path: dropping a detached mount's last fd
+		// waits for an RCU grace period.
+		defer func() { go closeFiles(cgFiles) }()
+		req.CgroupFiles = len(cgFiles)
 		oomBase, _ = g.OOMKills()
 	}
 	var d net.Dialer
@@ -146,11 +166,6 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	// an init that never started (or died) into an error, not a hang, since
 	// the listening socket accepts connections either way.
 	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
-		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep)}
-	if g != nil {
-		req.CgroupVersion = g.Version()
-	}
 	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
 	for _, f := range append(keep, cgFiles...) {
 		fds = append(fds, int(f.Fd()))

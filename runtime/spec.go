@@ -18,8 +18,10 @@ const (
 	capsuleApp     = "/app"
 	capsuleToriDir = "/.tori"
 	capsuleBinary  = "/.tori/tori-run"
-	capsuleRunDir  = "/.tori/run"
-	capsulePath    = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// capsuleNotifyDir holds the services' NOTIFY_SOCKETs, bound read-only:
+	// connect() works on a read-only mount, replacing or planting does not.
+	capsuleNotifyDir = "/.tori/notify"
+	capsulePath      = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
 // hostSystemDirs are bound read-only into a capsule on the host layer; the
@@ -32,8 +34,8 @@ type specInput struct {
 	ID          string // instance id, also the container id
 	Rootfs      string // host folder that becomes /
 	App         string // host folder mounted at /app (the instance's overlay)
-	RunDir      string // host folder bound at /.tori/run (the init's socket)
-	StateDir    string // host folder bound at /run/tori (the state proxy's socket)
+	NotifyDir   string // host folder bound read-only at /.tori/notify (sd_notify sockets)
+	StateDir    string // host folder bound read-only at /run/tori (the state proxy's socket)
 	Binary      string // tori-run's own binary, bound at /.tori/tori-run
 	CgroupsPath string
 	CgroupNS    bool // a cgroup namespace (cgroup v2 hosts)
@@ -97,9 +99,11 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
 		rspec.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}},
-		rspec.Mount{Destination: capsuleRunDir, Type: "bind", Source: in.RunDir, Options: []string{"bind", "nosuid", "nodev", "noexec"}},
-		// Read-only: a socket on a read-only mount still connects, and a
-		// service cannot remove or replace it.
+		// Only sockets are bound in, read-only, from folders that hold nothing
+		// else: the init's own socket and the supervisor's files stay on the
+		// host side, where no service can replace or plant anything. A socket
+		// on a read-only mount still connects.
+		rspec.Mount{Destination: capsuleNotifyDir, Type: "bind", Source: in.NotifyDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 	)
 	vols := in.Volumes
@@ -230,6 +234,6 @@ func SpecFor(ref string, o Options) (*rspec.Spec, error) {
 	if h, err := cgroups.Detect(); err == nil {
 		unified = h.Mode == cgroups.Unified
 	}
-	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, RunDir: p.Run, StateDir: p.State, Binary: o.Binary,
+	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, NotifyDir: p.Notify, StateDir: p.State, Binary: o.Binary,
 		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}, AppSource: t.AppDir})
 }

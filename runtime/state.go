@@ -109,11 +109,13 @@ func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string
 }
 
 // identify maps a peer's host pid to the service whose cgroup holds it:
-// the caller is who its cgroup says, not what it claims.
+// the caller is who its cgroup says, not what it claims. The proxy holds a
+// pidfd of the peer while this runs (proxy.Options.Identify). Its errors
+// reach the caller, so they name no pid.
 func (i *Instance) identify(pid int32) (string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
-		return "", fmt.Errorf("pid %d: %w", pid, err)
+		return "", fmt.Errorf("the caller's cgroup cannot be read: %w", errors.Unwrap(err))
 	}
 	marker := "/" + i.ID + "/svc-"
 	for _, line := range strings.Split(string(b), "\n") {
@@ -124,7 +126,7 @@ func (i *Instance) identify(pid int32) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("pid %d is not a service of capsule %s", pid, i.Manifest.Name)
+	return "", fmt.Errorf("the caller is not a process of a service of capsule %s", i.Manifest.Name)
 }
 
 // CapsuleState reads and writes a capsule's state for tori-run state:

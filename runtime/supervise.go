@@ -60,14 +60,14 @@ func (p serviceProcess) BelongsTo(pid int) bool {
 	return err == nil && slices.Contains(procs, pid)
 }
 
-// capsulePath maps a host path under the instance's run folder to where
+// capsulePath maps a host path under the instance's notify folder to where
 // the capsule sees it.
 func (i *Instance) capsulePath(host string) string {
-	rel, err := filepath.Rel(i.paths.Run, host)
+	rel, err := filepath.Rel(i.paths.Notify, host)
 	if err != nil {
 		return host
 	}
-	return filepath.Join(capsuleRunDir, rel)
+	return filepath.Join(capsuleNotifyDir, rel)
 }
 
 // capsuleProber runs exec probes inside the capsule, in the service's

@@ -55,7 +55,7 @@ func listenNotify(path string) (*notifySocket, error) {
 	}
 	// A service may run as another user; who may speak is decided by the
 	// sender's pid, checked on every message, not by the file's mode.
-	if err := os.Chmod(path, 0o666); err != nil {
+	if err := chmodSocket(path, 0o666); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
@@ -123,4 +123,28 @@ func parseNotify(b []byte) notifyMsg {
 		}
 	}
 	return m
+}
+
+// chmodSocket changes the mode of the socket file at path without following
+// a symlink: os.Chmod would follow one planted in its place after bind (and
+// make, say, /etc/shadow 0666). The file is opened O_PATH|O_NOFOLLOW, must
+// be a socket, and is changed through its /proc/self/fd link, which names
+// that very inode.
+func chmodSocket(path string, mode uint32) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s is no longer the socket just made (mode %#o): refusing to change it", path, st.Mode)
+	}
+	if err := unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: path, Err: err}
+	}
+	return nil
 }

@@ -2,10 +2,15 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // persisted is what Options.StateDir keeps of a service, for a supervisor
@@ -22,15 +27,17 @@ type persisted struct {
 }
 
 func (s *Supervisor) statePath(name string) string {
-	return filepath.Join(s.opts.StateDir, name+".state.json")
+	return filepath.Join(s.opts.StateDir, stateFile(name))
 }
+
+func stateFile(name string) string { return name + ".state.json" }
 
 func (s *Supervisor) loadState(name string) (persisted, error) {
 	var ps persisted
 	if s.opts.StateDir == "" {
 		return ps, os.ErrNotExist
 	}
-	b, err := os.ReadFile(s.statePath(name))
+	b, err := readFileIn(s.opts.StateDir, stateFile(name))
 	if err != nil {
 		return ps, err
 	}
@@ -53,22 +60,80 @@ func (s *Supervisor) saveState(svc *service) {
 		ps.Started = svc.started
 	}
 	s.mu.Unlock()
-	if err := writeFileAtomic(s.statePath(svc.cfg.Name), ps); err != nil {
+	if err := writeFileAtomic(s.opts.StateDir, stateFile(svc.cfg.Name), ps); err != nil {
 		s.opts.Log.Warn().Err(err).Str("service", svc.cfg.Name).Msg("saving the service's state")
 	}
 }
 
-func writeFileAtomic(path string, v any) error {
+// The supervisor's files are opened so that no symlink, anywhere, is
+// followed: the folder itself with O_NOFOLLOW, the file beneath it with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS). Even
+// if a supervised process could write to the folder (it should not: keep
+// StateDir out of its reach), a symlink it planted makes the write fail
+// rather than land on whatever it points to.
+
+// openIn opens name, one element, in dir.
+func openIn(dir, name string, flags int, mode uint32) (*os.File, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return nil, fmt.Errorf("%q: one file name expected", name)
+	}
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(dfd)
+	path := filepath.Join(dir, name)
+	fd, err := unix.Openat2(dfd, name, &unix.OpenHow{
+		Flags:   uint64(flags) | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Mode:    uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.ENOSYS) { // Linux < 5.6: one element with O_NOFOLLOW is the same
+		fd, err = unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+func readFileIn(dir, name string) ([]byte, error) {
+	f, err := openIn(dir, name, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// writeFileAtomic writes v as JSON to dir/name: a temporary file beside it,
+// then renameat, which replaces whatever name was (a symlink too) without
+// following it.
+func writeFileAtomic(dir, name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+	tmp := name + ".tmp"
+	f, err := openIn(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o640)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, werr := f.Write(b)
+	if err := errors.Join(werr, f.Close()); err != nil {
+		_ = unix.Unlink(f.Name())
+		return err
+	}
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(dfd)
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+		return &os.PathError{Op: "rename", Path: filepath.Join(dir, name), Err: err}
+	}
+	return nil
 }

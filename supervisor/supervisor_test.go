@@ -730,7 +730,7 @@ func TestAdoptCarriesOn(t *testing.T) {
 		t.Fatalf("state %s: %v", b, err)
 	}
 	ps.Restarts = 3
-	if err := writeFileAtomic(filepath.Join(stateDir, "db.state.json"), ps); err != nil {
+	if err := writeFileAtomic(stateDir, "db.state.json", ps); err != nil {
 		t.Fatal(err)
 	}
 

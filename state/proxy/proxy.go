@@ -35,9 +35,12 @@ type Options struct {
 	// MaxConns bounds the connections open at once (default 64); more wait
 	// in the listen backlog.
 	MaxConns int
-	// Identify maps the pid of the process at the other end of a connection
-	// to the service it belongs to (through its cgroup). An error refuses
-	// the connection's requests with 403.
+	// Identify maps the pid (in our PID namespace) of the process that
+	// opened a connection to the service it belongs to (through its
+	// cgroup). It is called once per connection, as it is accepted, while
+	// the proxy holds a pidfd of that process and checks afterwards that the
+	// pid was still its own. An error refuses the connection's requests with
+	// 403 and is shown to the caller: it must not name host pids.
 	Identify func(pid int32) (service string, err error)
 	// AdminService is the service recorded for writes through AdminHandler
 	// (default "tori-run").
@@ -133,15 +136,15 @@ func (s *Server) AdminHandler() http.Handler { return s.admin }
 // Serve accepts connections on l (a Unix socket, see Listen) until Shutdown.
 // It returns http.ErrServerClosed after Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	return s.serve(l, s.Handler())
+	return s.serve(l, s.Handler(), s.opts.Identify)
 }
 
 // ServeAdmin serves AdminHandler on l (a host-only socket) until Shutdown.
 func (s *Server) ServeAdmin(l net.Listener) error {
-	return s.serve(l, s.admin)
+	return s.serve(l, s.admin, nil)
 }
 
-func (s *Server) serve(l net.Listener, h http.Handler) error {
+func (s *Server) serve(l net.Listener, h http.Handler, identify func(int32) (string, error)) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
@@ -160,7 +163,11 @@ func (s *Server) serve(l net.Listener, h http.Handler) error {
 	s.mu.Lock()
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-	return srv.Serve(newCredListener(l, s.opts.MaxConns))
+	cl, err := newCredListener(l, s.opts.MaxConns, identify)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(cl)
 }
 
 // Shutdown stops accepting connections and waits for requests in flight

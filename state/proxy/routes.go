@@ -91,23 +91,14 @@ func (s *Server) observe(method string, code int, write bool, d time.Duration) {
 	}
 }
 
-// identify finds the calling service from the connection's credentials.
+// identify returns the calling service, found when its connection was
+// accepted (identifyPeer).
 func (s *Server) identify(w http.ResponseWriter, r *http.Request) (string, bool) {
 	p := peerFrom(r.Context())
 	if p == nil {
 		writeError(w, http.StatusForbidden, "caller unknown: not a connection accepted by the state proxy")
 		return "", false
 	}
-	if p.credErr != nil {
-		writeError(w, http.StatusForbidden, "caller unknown: "+p.credErr.Error())
-		return "", false
-	}
-	p.once.Do(func() {
-		p.service, p.err = s.opts.Identify(p.pid)
-		if p.err == nil && p.service == "" {
-			p.err = fmt.Errorf("pid %d belongs to no service", p.pid)
-		}
-	})
 	if p.err != nil {
 		s.opts.Log.Warn().Err(p.err).Str("capsule", s.opts.Capsule).Int32("pid", p.pid).Msg("state proxy: refused an unknown caller")
 		writeError(w, http.StatusForbidden, "caller unknown: "+p.err.Error())

@@ -52,6 +52,11 @@ type initRequest struct {
 	// CgroupVersion says how to use the cgroup files that follow
 	// (cgroups.StartIn).
 	CgroupVersion int `json:"cgroup_version,omitempty"`
+	// Listen is how many listening sockets come last, after the cgroup
+	// files: the service gets them as fds 3.. (LISTEN_FDS). With "hold",
+	// every file is a socket to keep, and Names names them.
+	Listen int      `json:"listen,omitempty"`
+	Names  []string `json:"names,omitempty"`
 }
 
 // adoptedProc is one service in the answer to "adopt"; its pidfd and kept
@@ -60,6 +65,9 @@ type adoptedProc struct {
 	Service string `json:"service"`
 	Pid     int    `json:"pid"`
 	Keep    int    `json:"keep"`
+	// Sockets, on the last (empty) packet, names the listening sockets the
+	// init holds for the capsule, which travel with it.
+	Sockets []string `json:"sockets,omitempty"`
 }
 
 type initReply struct {
@@ -110,6 +118,10 @@ type initServer struct {
 	// the reaper never reaps a child it does not know yet.
 	mu    sync.Mutex
 	procs map[int]*initProc
+	// held are the capsule's listening sockets, kept for the next tori-run
+	// (see sockets.go); heldNames names them. Guarded by mu.
+	held      []*os.File
+	heldNames []string
 }
 
 type initProc struct {
@@ -159,6 +171,10 @@ func (s *initServer) handle(c *net.UnixConn) {
 		}
 	case "adopt":
 		s.adopt(c)
+	case "hold":
+		s.hold(&req, files)
+		_ = writeMsg(c, initReply{OK: true}, nil)
+		_ = c.Close()
 	case "shutdown":
 		_ = writeMsg(c, initReply{OK: true}, nil)
 		os.Exit(0)
@@ -173,9 +189,11 @@ func (s *initServer) handle(c *net.UnixConn) {
 // see the child (s.mu is held throughout), so the host always reads the
 // answer before the exit message, even for a service that exits at once.
 func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) error {
-	if len(req.Args) == 0 || len(files) < 2+req.Keep {
-		return fmt.Errorf("start %s: expected args, stdout, stderr and %d kept files", req.Service, req.Keep)
+	if len(req.Args) == 0 || len(files) < 2+req.Keep+req.Listen {
+		return fmt.Errorf("start %s: expected args, stdout, stderr, %d kept files and %d sockets", req.Service, req.Keep, req.Listen)
 	}
+	listen := files[len(files)-req.Listen:]
+	files = files[:len(files)-req.Listen]
 	path := req.Args[0]
 	switch {
 	case filepath.IsAbs(path):
@@ -201,6 +219,11 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	}
 	if req.UID != 0 || req.GID != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: req.UID, Gid: req.GID}
+	}
+	if len(listen) > 0 {
+		if err := withListenFDs(cmd, listen); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -279,7 +302,11 @@ func (s *initServer) adopt(c *net.UnixConn) {
 		}
 		p.conn, p.shared = c, true
 	}
-	_ = writeMsg(c, adoptedProc{}, nil)
+	var held []int
+	for _, f := range s.held {
+		held = append(held, int(f.Fd()))
+	}
+	_ = writeMsg(c, adoptedProc{Sockets: s.heldNames}, held)
 }
 
 func (s *initServer) forward(sig syscall.Signal) {

@@ -95,6 +95,9 @@ type Options struct {
 	// Host is the operator's host configuration (LoadHost): the volumes
 	// capsules may bind (with --allow-volume's), the state's bounds.
 	Host *HostConfig
+	// Shared is what the instances of one capsule share: its listening
+	// sockets and its state store (nil: the instance opens its own).
+	Shared *Shared
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -119,6 +122,13 @@ type Instance struct {
 	services  map[string]*cgroups.Group
 	state     *capsuleState
 	confine   confinement
+	// sockets are the capsule's listening sockets (sockets.go); ownSockets
+	// when this instance opened them (no Options.Shared).
+	sockets    *Listeners
+	ownSockets bool
+	// heldFiles, heldNames: the sockets the init handed back at adopt.
+	heldFiles []*os.File
+	heldNames []string
 }
 
 // Target is a resolved capsule: its manifest and app layers.
@@ -177,6 +187,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createDirs(); err != nil {
 		return i, err
 	}
+	if err := i.openSockets(); err != nil {
+		return i, err
+	}
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
@@ -190,6 +203,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		return i, err
 	}
 	if err := i.startContainer(); err != nil {
+		return i, err
+	}
+	if err := i.holdSockets(); err != nil {
 		return i, err
 	}
 	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
@@ -300,6 +316,7 @@ func (i *Instance) startContainer() error {
 		StateDir: i.paths.State,
 		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
 		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,
+		SocketMounts: i.sockets.mounts(),
 	})
 	if err != nil {
 		return err
@@ -388,6 +405,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
 	errs = append(errs, i.stopState(ctx))
+	i.closeSockets()
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
 	}

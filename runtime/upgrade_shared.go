@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state"
 	"github.com/tori-run/tori-run/state/proxy"
 )
@@ -175,8 +173,3 @@ func (s *Shared) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-var (
-	_ = net.Listen
-	_ specs.Socket
-)

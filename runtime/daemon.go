@@ -84,7 +84,9 @@ type managed struct {
 	state, err    string
 	since         time.Time
 	adopted       bool
-	forwardDone   chan struct{}
+	// stopForward ends the copying of the supervisor's events, once it
+	// has ended.
+	stopForward func()
 	// shared is what the capsule's instances share (sockets, state);
 	// upgrade is the upgrade under way, if any.
 	shared  *Shared
@@ -305,14 +307,7 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 
 // forward copies a capsule's events to the daemon's subscribers.
 func (d *Daemon) forward(m *managed) {
-	sub := m.sup.Events()
-	m.forwardDone = make(chan struct{})
-	go func() {
-		defer close(m.forwardDone)
-		for ev := range sub.C() {
-			d.publish(DaemonEvent{Capsule: m.name, Event: ev})
-		}
-	}()
+	m.stopForward = d.forwardFrom(m.name, "", m.sup)
 }
 
 func (d *Daemon) publish(ev DaemonEvent) {
@@ -345,6 +340,7 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 	var errs []error
 	errs = append(errs, m.sup.Stop(ctx))
 	m.sup.Wait()
+	m.stopForward()
 	errs = append(errs, m.inst.Destroy(ctx))
 	errs = append(errs, m.shared.Close(ctx))
 	d.mu.Lock()

@@ -169,7 +169,9 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	}
 	sub := candSup.Events()
 	fwd := d.forwardFrom(m.name, run.to, candSup)
-	if err := candSup.Start(ctx); err != nil {
+	// The supervisor's own context detaches when it ends (for a daemon
+	// that stops); the new release outlives this upgrade.
+	if err := candSup.Start(context.Background()); err != nil {
 		mach.Fail(err.Error())
 	}
 	mach.Started()
@@ -208,7 +210,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		defer cancel()
 		_ = candSup.Stop(sctx)
 		candSup.Wait()
-		<-fwd
+		fwd()
 		if err := cand.Destroy(sctx); err != nil {
 			log.Error().Err(err).Msg("removing the failed release's instance")
 		}
@@ -226,15 +228,9 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	}
 	switchStart := time.Now()
 	say(PhaseSwitching, "release %s is healthy; stopping %s", short(run.to), short(run.from))
-	if err := writeRef(d.o.Root, m.name, "previous", run.from); err != nil {
-		log.Error().Err(err).Msg("recording the previous release")
-	}
-	if err := writeRef(d.o.Root, m.name, "current", run.to); err != nil {
-		log.Error().Err(err).Msg("recording the current release")
-	}
 	d.mu.Lock()
-	oldFwd := m.forwardDone
-	m.inst, m.sup, m.release, m.adopted, m.forwardDone = cand, candSup, run.to, false, fwd
+	oldFwd := m.stopForward
+	m.inst, m.sup, m.release, m.adopted, m.stopForward = cand, candSup, run.to, false, fwd
 	m.since = time.Now()
 	d.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(oldInst.Manifest))
@@ -242,8 +238,16 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	err = oldSup.Stop(sctx)
 	oldSup.Wait()
 	switchTime := time.Since(switchStart)
+	// The refs follow (a new daemon re-writes them from the record if this
+	// one dies first): they are not on the path of the switch.
+	if err := writeRef(d.o.Root, m.name, "previous", run.from); err != nil {
+		log.Error().Err(err).Msg("recording the previous release")
+	}
+	if err := writeRef(d.o.Root, m.name, "current", run.to); err != nil {
+		log.Error().Err(err).Msg("recording the current release")
+	}
 	if oldFwd != nil {
-		<-oldFwd
+		oldFwd()
 	}
 	err = errors.Join(err, oldInst.Destroy(sctx))
 	if err != nil {
@@ -261,8 +265,9 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 }
 
 // forwardFrom copies a supervisor's events to the daemon's subscribers,
-// marked with the release; the channel closes when the supervisor ends.
-func (d *Daemon) forwardFrom(capsule, rel string, sup *supervisor.Supervisor) chan struct{} {
+// marked with the release (if set). The returned func, called once the
+// supervisor has ended, delivers what is left and stops the copying.
+func (d *Daemon) forwardFrom(capsule, rel string, sup *supervisor.Supervisor) func() {
 	sub := sup.Events()
 	done := make(chan struct{})
 	go func() {
@@ -271,7 +276,10 @@ func (d *Daemon) forwardFrom(capsule, rel string, sup *supervisor.Supervisor) ch
 			d.publish(DaemonEvent{Capsule: capsule, Release: rel, Event: ev})
 		}
 	}()
-	return done
+	return func() {
+		sub.Close()
+		<-done
+	}
 }
 
 // recoverUpgrade finishes an upgrade a previous daemon was doing when it

@@ -19,7 +19,9 @@ import (
 // LISTEN_FDS): GET / answers its release and pid, GET /state?key=K reads
 // the capsule's state. At start it writes seen/$VERSION to the state. mode:
 // ok (READY=1 once serving), never-ready (never says so), crash (exits 1
-// soon), slow-stop (as ok, but takes 3 s to stop at SIGTERM).
+// soon), slow-stop (as ok, but takes 3 s to stop at SIGTERM). A service
+// accepts on the shared socket only once it can answer: never-ready (stuck,
+// as on a database that never answers) never accepts.
 func serve(mode string) int {
 	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID"))
@@ -32,10 +34,14 @@ func serve(mode string) int {
 		fmt.Println("listener:", err)
 		return 3
 	}
-	if mode == "crash" {
+	switch mode {
+	case "crash":
 		time.Sleep(300 * time.Millisecond)
 		fmt.Println("crashing on purpose")
 		return 1
+	case "never-ready":
+		fmt.Println("stuck")
+		time.Sleep(time.Hour)
 	}
 	st, err := client.FromEnv(client.Options{})
 	if err != nil {

@@ -80,15 +80,17 @@ func serve(mode string) int {
 	}
 	fmt.Println("serving")
 	<-term
-	if mode == "slow-stop" {
-		time.Sleep(3 * time.Second)
-	}
+	fmt.Println("SIGTERM: stopping")
 	// Graceful: stop accepting, then finish what was accepted. Serve must
 	// have returned before Shutdown counts the connections: a connection
 	// accepted just before is not tracked yet, and Shutdown alone would
 	// return without it (the process exits, the client reads EOF).
 	_ = l.Close()
 	<-served
+	fmt.Println("no longer accepting")
+	if mode == "slow-stop" {
+		time.Sleep(3 * time.Second) // a long request in flight
+	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)

@@ -321,3 +321,73 @@ func TestUpgradeRollsBackByItself(t *testing.T) {
 	d.stop()
 	assertNothingLeft(t, o)
 }
+
+// TestUpgradeDaemonKilled: a daemon SIGKILLed at each phase of an upgrade;
+// the next one finishes or rolls it back as the recorded phase says,
+// leaving exactly one serving release, the socket never closed (a client
+// hammering it sees no failure), and nothing leaked once it stops.
+func TestUpgradeDaemonKilled(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		phase            runtime.Phase
+		oldMode, newMode string
+		update           string
+		keepNew          bool
+	}{
+		{runtime.PhaseWaitingReady, "ok", "never-ready", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", false},
+		{runtime.PhaseWaitingHealthy, "ok", "ok", "update: { min_healthy_time: 60s, healthy_deadline: 120s }\n", false},
+		{runtime.PhaseSwitching, "slow-stop", "ok", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", true},
+	} {
+		t.Run(string(tc.phase), func(t *testing.T) {
+			o := options(t)
+			port := freePort(t)
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			v1 := installFolder(t, o, webApp(t, "1.0.0", tc.oldMode, port, ""))
+			v2 := installFolder(t, o, webApp(t, "2.0.0", tc.newMode, port, tc.update))
+			if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+				t.Fatal(err)
+			}
+			d := newTestDaemon(t, o)
+			d.start()
+			d.waitFor("served", serving)
+			h := startHammer(addr, 2)
+			go func() {
+				_, _ = d.client.Upgrade(context.Background(), "web", v2, runtime.KindUpgrade, func(runtime.UpgradeProgress) {})
+			}()
+			d.waitFor("in phase "+string(tc.phase), func(st runtime.CapsuleStatus) bool {
+				return st.Upgrade != nil && st.Upgrade.Phase == tc.phase
+			})
+			d.kill()
+			time.Sleep(200 * time.Millisecond) // served by the capsules alone
+			d.start()
+			want := v1
+			if tc.keepNew {
+				want = v2
+			}
+			st := d.waitFor("serving one release", func(st runtime.CapsuleStatus) bool { return serving(st) && st.Release == want })
+			time.Sleep(200 * time.Millisecond)
+			h.stop(t)
+			if st.Upgrade != nil {
+				t.Errorf("an upgrade still shows: %+v", st.Upgrade)
+			}
+			if dirs, _ := filepath.Glob(filepath.Join(o.Root, "instances", "*")); len(dirs) != 1 {
+				t.Errorf("instances after recovery: %v", dirs)
+			}
+			if _, err := os.Stat(filepath.Join(o.Root, "upgrades", "web.json")); err == nil {
+				t.Error("the upgrade record is still there")
+			}
+			wantVersion := "version=1.0.0"
+			if tc.keepNew {
+				wantVersion = "version=2.0.0"
+				if st.Previous != v1 {
+					t.Errorf("previous = %s, want %s", st.Previous, v1)
+				}
+			}
+			if code, body := get(t, "http://"+addr+"/"); code != 200 || !strings.HasPrefix(body, wantVersion) {
+				t.Errorf("after recovery: %d %q, want %s", code, body, wantVersion)
+			}
+			d.stop()
+			assertNothingLeft(t, o)
+		})
+	}
+}

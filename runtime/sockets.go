@@ -126,11 +126,29 @@ func listenSocket(s specs.Socket, hostPath string) (*os.File, error) {
 		return nil, fmt.Errorf("socket %s (%s): %w", s.Name, s.Listen(), err)
 	}
 	defer ln.Close()
-	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	// Not ln.File(): that *os.File puts the socket back into blocking mode
+	// each time its Fd is read, and O_NONBLOCK belongs to the open file
+	// description, which every service shares. A service that had made it
+	// non-blocking (Go's net.FileListener does) would then block in
+	// accept(2) where it expects EAGAIN, and could no longer stop. The
+	// socket is handed over blocking, as systemd does, and tori-run never
+	// touches its flags again (os.NewFile of a blocking descriptor does not).
+	raw, err := ln.(syscall.Conn).SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("socket %s: %w", s.Name, err)
 	}
-	return f, nil
+	fd := -1
+	cerr := raw.Control(func(sfd uintptr) {
+		fd, err = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil || err != nil {
+		return nil, fmt.Errorf("socket %s: %w", s.Name, errors.Join(cerr, err))
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("socket %s: %w", s.Name, err)
+	}
+	return os.NewFile(uintptr(fd), s.Name), nil
 }
 
 // forService returns the sockets a service receives and their names.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -184,6 +185,10 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		if mach.phase != phase {
 			phase = mach.phase
 			if phase == PhaseWaitingHealthy {
+				rec.Phase = phase
+				if err := writeUpgradeRecord(d.o.Root, rec); err != nil {
+					log.Error().Err(err).Msg("recording the phase")
+				}
 				say(phase, "every service is ready; healthy for %s?", t.Manifest.Update.MinHealthyTime)
 			}
 			continue
@@ -308,12 +313,7 @@ func (d *Daemon) recoverUpgrade(name string) error {
 		if err != nil || ir.Capsule != name || ir.Owner != OwnerDaemon || ir.Release != drop {
 			continue
 		}
-		l := flock.New(filepath.Join(dir, "lock"))
-		if ok, err := l.TryLock(); err != nil || !ok {
-			continue
-		}
-		errs = append(errs, sweepOne(dir, d.o.Options))
-		_ = l.Unlock()
+		errs = append(errs, d.stopLeftInstance(dir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("finishing the %s of %s to %s: %w", rec.Kind, name, short(rec.To), err)
@@ -368,4 +368,40 @@ func (d *Daemon) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		default:
 		}
 	}
+}
+
+// stopLeftInstance stops an instance a dead daemon left, gracefully: it is
+// adopted, each service gets its stop signal and stop timeout (requests in
+// flight finish), then the instance is removed. An instance that cannot be
+// adopted is swept.
+func (d *Daemon) stopLeftInstance(dir string) error {
+	l := flock.New(filepath.Join(dir, "lock"))
+	if ok, err := l.TryLock(); err != nil || !ok {
+		return nil // alive: not ours
+	}
+	_ = l.Unlock()
+	ctx := context.Background()
+	o := d.o.Options
+	o.Shared = nil
+	inst, adopted, err := Adopt(ctx, dir, o)
+	if err != nil {
+		d.o.Log.Warn().Err(err).Str("instance", filepath.Base(dir)).Msg("could not adopt the instance to stop it gracefully; killing it")
+		return sweepOne(dir, d.o.Options)
+	}
+	sctx, cancel := context.WithTimeout(ctx, stopDeadline(inst.Manifest))
+	defer cancel()
+	done := make(chan struct{}, len(adopted))
+	for _, a := range adopted {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if spec := inst.Manifest.Service(a.Name); spec != nil {
+				a.Stop(sctx, spec)
+			}
+			closeFiles([]*os.File{a.Stdout, a.Stderr})
+		}()
+	}
+	for range adopted {
+		<-done
+	}
+	return inst.Destroy(sctx)
 }

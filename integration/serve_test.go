@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,7 +66,8 @@ func serve(mode string) int {
 		}
 		_, _ = w.Write(v)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	var drain drainServer
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ConnState: drain.track}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -81,20 +83,46 @@ func serve(mode string) int {
 	fmt.Println("serving")
 	<-term
 	fmt.Println("SIGTERM: stopping")
-	// Graceful: stop accepting, then finish what was accepted. Serve must
-	// have returned before Shutdown counts the connections: a connection
-	// accepted just before is not tracked yet, and Shutdown alone would
-	// return without it (the process exits, the client reads EOF).
-	_ = l.Close()
-	<-served
-	fmt.Println("no longer accepting")
 	if mode == "slow-stop" {
+		_ = l.Close()
 		time.Sleep(3 * time.Second) // a long request in flight
 	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
+	drain.stop(srv, l, served, 5*time.Second)
 	return 0
+}
+
+// drainServer is a graceful stop that loses no request: stop accepting,
+// let every accepted connection finish, then Shutdown. Shutdown alone is
+// not enough: net/http drops a request whose headers it reads after
+// Shutdown began (server.go: "if c.server.shuttingDown() { return }"), and
+// a connection accepted just before is not tracked until Serve has looked
+// at it. track must be the server's ConnState.
+type drainServer struct{ open sync.WaitGroup }
+
+func (d *drainServer) track(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		d.open.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		d.open.Done()
+	}
+}
+
+func (d *drainServer) stop(srv *http.Server, l net.Listener, served <-chan struct{}, timeout time.Duration) {
+	_ = l.Close()
+	<-served // Serve returned: every accepted connection is tracked
+	drained := make(chan struct{})
+	go func() {
+		d.open.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(timeout):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
 }
 
 func notifyReady() error {

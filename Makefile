@@ -18,7 +18,7 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 GOTAGS    ?= seccomp
 TAGFLAG   := -tags $(GOTAGS)
 
-.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean
+.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-upgrade-short
 
 all: build
 
@@ -54,6 +54,9 @@ VM_SKIP    ?=
 VM_TIMEOUT ?= 20m
 test-vm: ## run VM_PKGS' tests as root in a cgroup-v2-only QEMU guest (see integration/vm/README.md)
 	$(GO) run $(TAGFLAG) ./integration/vm -pkgs '$(VM_PKGS)' -run '$(VM_RUN)' -skip '$(VM_SKIP)' -timeout $(VM_TIMEOUT) -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)'
+
+bench-upgrade-short: ## 3 blue-green switches under client load: fails on any failed request (root)
+	$(GO) run $(TAGFLAG) ./bench/upgrade -short
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s): no panic, no hang
 	$(GO) test $(TAGFLAG) -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./specs/

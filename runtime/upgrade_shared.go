@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,22 +16,26 @@ import (
 // Shared is what every instance of one capsule shares while the daemon runs
 // it, so that two instances (the old and the new release during an
 // upgrade) can run side by side: the listening sockets, opened once, and
-// the state store, opened once (its folder has one owner) and served by
-// one proxy to both instances' services.
+// the state store, opened once (its folder has one owner). Each instance
+// gets its own proxy over that store, which identifies the callers among
+// its own services and has its own rate budget: during the overlap the old
+// release's requests are not charged to the new one, which would otherwise
+// see 429s because of the upgrade (SPEC §4: a request never fails because
+// of it). The reference capsule, whose new release reads every observation
+// at start, crashed on such a 429 before this.
 type Shared struct {
 	capsule string
 	o       Options
 
-	mu    sync.Mutex // guards every field below
-	socks *Listeners
-	store *state.Store
-	srv   *proxy.Server
-	insts map[string]*Instance // instances served by the proxy, by id
+	mu      sync.Mutex // guards every field below
+	socks   *Listeners
+	store   *state.Store
+	servers []*proxy.Server // the latest last; shut down at Close
 }
 
 // NewShared makes the shared part of capsule's instances.
 func NewShared(capsule string, o Options) *Shared {
-	return &Shared{capsule: capsule, o: o, insts: map[string]*Instance{}}
+	return &Shared{capsule: capsule, o: o}
 }
 
 func (s *Shared) listeners() *Listeners {
@@ -80,15 +85,14 @@ func (s *Shared) serveState(i *Instance) error {
 		if err != nil {
 			return fmt.Errorf("capsule state: %w", err)
 		}
-		srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
-			Identify: s.identify, Metrics: s.o.Metrics, Log: i.Log})
-		if err != nil {
-			_ = st.Close()
-			return err
-		}
-		s.store, s.srv = st, srv
+		s.store = st
 	}
-	cs := &capsuleState{store: s.store, srv: s.srv, shared: true}
+	srv, err := proxy.New(s.store, proxy.Options{Capsule: i.Manifest.Name, RatePerMin: i.Manifest.Settings.MaxTokensPerMin,
+		Identify: i.identify, Metrics: s.o.Metrics, Log: i.Log})
+	if err != nil {
+		return err
+	}
+	cs := &capsuleState{store: s.store, srv: srv, shared: true}
 	for _, p := range []struct {
 		path  string
 		admin bool
@@ -107,50 +111,29 @@ func (s *Shared) serveState(i *Instance) error {
 			}
 		}
 		cs.ls = append(cs.ls, l)
-		srv := s.srv
 		if p.admin {
 			go func() { _ = srv.ServeAdmin(l) }()
 		} else {
 			go func() { _ = srv.Serve(l) }()
 		}
 	}
-	s.insts[i.ID] = i
+	s.servers = append(s.servers, srv)
 	i.state = cs
 	return nil
 }
 
 // unserveState stops accepting on inst's sockets; requests in flight
-// finish; the store stays open for the other instance.
+// finish; the store stays open for the other instance. (Its proxy is not
+// shut down: that would drop the capsule's metrics series, which the other
+// instance's proxy shares.)
 func (s *Shared) unserveState(i *Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range i.state.ls {
 		_ = l.Close()
 	}
-	delete(s.insts, i.ID)
+	s.servers = slices.DeleteFunc(s.servers, func(p *proxy.Server) bool { return p == i.state.srv && len(s.servers) > 1 })
 	i.state = nil
-}
-
-// identify finds the service, in whichever instance, whose cgroup holds pid.
-func (s *Shared) identify(pid int32) (string, error) {
-	s.mu.Lock()
-	insts := make([]*Instance, 0, len(s.insts))
-	for _, i := range s.insts {
-		insts = append(insts, i)
-	}
-	s.mu.Unlock()
-	var errs []error
-	for _, i := range insts {
-		name, err := i.identify(pid)
-		if err == nil {
-			return name, nil
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return "", fmt.Errorf("pid %d: capsule %s has no running instance", pid, s.capsule)
-	}
-	return "", errs[0]
 }
 
 // Close ends what the capsule's instances shared, once none is left: the
@@ -159,12 +142,15 @@ func (s *Shared) Close(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	if s.srv != nil {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		errs = append(errs, s.srv.Shutdown(sctx))
-		cancel()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Shutdown(sctx))
+	}
+	s.servers = nil
+	if s.store != nil {
 		errs = append(errs, s.store.Close())
-		s.srv, s.store = nil, nil
+		s.store = nil
 	}
 	if s.socks != nil {
 		s.socks.RemovePaths()

@@ -118,7 +118,8 @@ echo "-- $($T state ls tori-metacognitive | wc -l) observations now: 2.1.1 write
 echo "-- a release whose services crash rolls back by itself (exit 1 expected):"
 cp -a "$DEMO/v211" "$DEMO/v212"
 sed -i 's/^version: "2.1.1"/version: "2.1.2"/; s#^entrypoint: .*#entrypoint: python/core/broken.py#' "$DEMO/v212/capsule.yml"
-printf 'import sys\nsys.exit("2.1.2 is broken on purpose")\n' >"$DEMO/v212/python/core/broken.py"
+printf '#!/usr/bin/env python3\nimport sys\nsys.exit("2.1.2 is broken on purpose")\n' >"$DEMO/v212/python/core/broken.py"
+chmod +x "$DEMO/v212/python/core/broken.py"
 mkdir -p "$DEMO/d"
 "$PWD/bin/capsbuild" --from-dir "$DEMO/v212" --manifest "$DEMO/v212/capsule.yml" --output-dir "$DEMO/d" >/dev/null
 $T upgrade tori-metacognitive "$(ls "$DEMO"/d/*.tar.gz)" --socket "$SOCK" || echo "(exit $?: 2.1.1 still serves)"

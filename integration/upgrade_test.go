@@ -216,8 +216,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	o := options(t)
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	v1 := installFolder(t, o, webApp(t, "1.0.0", "ok", port, ""))
-	v2 := installFolder(t, o, webApp(t, "2.0.0", "ok", port, "update: { min_healthy_time: 300ms, healthy_deadline: 30s }\n"))
+	quick := "update: { min_healthy_time: 300ms, healthy_deadline: 30s }\n"
+	v1 := installFolder(t, o, webApp(t, "1.0.0", "ok", port, quick))
+	v2 := installFolder(t, o, webApp(t, "2.0.0", "ok", port, quick))
 	if _, _, err := runtime.Enable(o.Root, v1); err != nil {
 		t.Fatal(err)
 	}

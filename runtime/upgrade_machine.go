@@ -129,7 +129,7 @@ func brokenService(st []supervisor.ServiceStatus) string {
 			return msg
 		case s.Health == supervisor.HealthUnhealthy:
 			return fmt.Sprintf("%s is unhealthy", s.Name)
-		case s.LastExit != nil && !(s.State == supervisor.StateExited && s.LastExit.Code == 0 && s.LastExit.Signal == 0):
+		case s.LastExit != nil && !completed(s):
 			return fmt.Sprintf("%s crashed: %s (%s)", s.Name, s.LastExit, s.LastReason)
 		case s.Restarts > 0:
 			return fmt.Sprintf("%s restarted %d times", s.Name, s.Restarts)
@@ -143,7 +143,7 @@ func brokenService(st []supervisor.ServiceStatus) string {
 func notReadyServices(st []supervisor.ServiceStatus) []string {
 	var out []string
 	for _, s := range st {
-		if s.State == supervisor.StateReady || (s.State == supervisor.StateExited && s.LastExit != nil && s.LastExit.Code == 0) {
+		if s.State == supervisor.StateReady || completed(s) {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s is %s", s.Name, s.State))
@@ -152,4 +152,10 @@ func notReadyServices(st []supervisor.ServiceStatus) []string {
 		out = append(out, "no service reported yet")
 	}
 	return out
+}
+
+// completed says whether a service ended cleanly and is not restarted (a
+// one-shot such as a migration).
+func completed(s supervisor.ServiceStatus) bool {
+	return s.State == supervisor.StateExited && s.LastExit != nil && s.LastExit.Code == 0 && s.LastExit.Signal == 0
 }

@@ -92,7 +92,9 @@ func run(n, workers int) error {
 	}()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "daemon:", err)
+		}
 	}()
 	c := runtime.NewClient(socket)
 	if err := waitServing(c); err != nil {

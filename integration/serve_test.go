@@ -92,33 +92,51 @@ func serve(mode string) int {
 }
 
 // drainServer is a graceful stop that loses no request: stop accepting,
-// let every accepted connection finish, then Shutdown. Shutdown alone is
-// not enough: net/http drops a request whose headers it reads after
-// Shutdown began (server.go: "if c.server.shuttingDown() { return }"), and
-// a connection accepted just before is not tracked until Serve has looked
-// at it. track must be the server's ConnState.
-type drainServer struct{ open sync.WaitGroup }
+// let every accepted connection finish the request it has or is about to
+// send, then Shutdown (which closes the idle keep-alive connections).
+// Shutdown alone is not enough: net/http drops a request whose headers it
+// reads after Shutdown began (server.go: "if c.server.shuttingDown() {
+// return }"), and a connection accepted just before is not tracked until
+// Serve has looked at it. track must be the server's ConnState.
+type drainServer struct {
+	mu   sync.Mutex // guards busy and idle
+	busy map[net.Conn]bool
+	idle chan struct{} // closed when busy empties, while stop waits
+}
 
-func (d *drainServer) track(_ net.Conn, st http.ConnState) {
+func (d *drainServer) track(c net.Conn, st http.ConnState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy == nil {
+		d.busy = map[net.Conn]bool{}
+	}
 	switch st {
-	case http.StateNew:
-		d.open.Add(1)
-	case http.StateClosed, http.StateHijacked:
-		d.open.Done()
+	case http.StateNew, http.StateActive:
+		d.busy[c] = true
+	default: // idle, closed, hijacked
+		delete(d.busy, c)
+	}
+	if len(d.busy) == 0 && d.idle != nil {
+		close(d.idle)
+		d.idle = nil
 	}
 }
 
 func (d *drainServer) stop(srv *http.Server, l net.Listener, served <-chan struct{}, timeout time.Duration) {
 	_ = l.Close()
 	<-served // Serve returned: every accepted connection is tracked
-	drained := make(chan struct{})
-	go func() {
-		d.open.Wait()
-		close(drained)
-	}()
-	select {
-	case <-drained:
-	case <-time.After(timeout):
+	d.mu.Lock()
+	var idle chan struct{}
+	if len(d.busy) > 0 {
+		d.idle = make(chan struct{})
+		idle = d.idle
+	}
+	d.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-time.After(timeout):
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

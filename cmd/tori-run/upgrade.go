@@ -78,3 +78,23 @@ func switchRelease(g *globals, cmd *cobra.Command, socket, name, ref, kind strin
 	fmt.Fprintf(g.stdout, "%s %s: %s%s\n", strings.ToUpper(kind[:1])+kind[1:], "ok", v.Message, extra)
 	return nil
 }
+
+// upgradeLine is what status shows of a capsule's releases beyond the
+// current one: the previous stable and an upgrade under way.
+func upgradeLine(c runtime.CapsuleStatus) string {
+	var parts []string
+	if c.Previous != "" {
+		parts = append(parts, "previous stable "+short(c.Previous))
+	}
+	if u := c.Upgrade; u != nil {
+		parts = append(parts, fmt.Sprintf("%s to %s: %s since %s", u.Kind, short(u.Candidate), u.Phase, u.Since.Local().Format("15:04:05")))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func short(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}

@@ -22,6 +22,10 @@ import (
 // webApp writes an app folder of capsule "web" at version, whose service
 // serves on a declared TCP socket at port, and returns the folder.
 func webApp(t *testing.T, version, mode string, port int, update string) string {
+	return webAppReady(t, version, mode, port, update, "{ notify: true, interval: 100ms, retries: 100 }")
+}
+
+func webAppReady(t *testing.T, version, mode string, port int, update, ready string) string {
 	t.Helper()
 	dir := t.TempDir()
 	body := fmt.Sprintf(`name: web
@@ -30,11 +34,11 @@ env: { VERSION: "%s" }
 services:
   web:
     command: %sserve %s
-    ready: { notify: true, interval: 100ms, retries: 100 }
+    ready: %s
     stop_timeout: 10s
 sockets:
   http: { listen: "tcp://127.0.0.1:%d", service: web }
-%s`, version, version, wl, mode, port, update)
+%s`, version, version, wl, mode, ready, port, update)
 	if err := os.WriteFile(filepath.Join(dir, "capsule.yml"), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -391,4 +395,35 @@ func TestUpgradeDaemonKilled(t *testing.T) {
 			assertNothingLeft(t, o)
 		})
 	}
+}
+
+// TestUpgradeProbeOnSharedSocket: a new release whose readiness is an http
+// probe of the shared socket's port, and which never accepts, is not
+// declared ready by the old release's answers: while it is probed the old
+// release is frozen, so the probe reaches the new one alone. It rolls back,
+// and the clients (whose connections wait in the queue meanwhile) see no
+// failure.
+func TestUpgradeProbeOnSharedSocket(t *testing.T) {
+	requireRoot(t)
+	o := options(t)
+	port := freePort(t)
+	ready := fmt.Sprintf("{ http: \"http://127.0.0.1:%d/\", interval: 200ms, timeout: 300ms, retries: 100 }", port)
+	v1 := installFolder(t, o, webAppReady(t, "1.0.0", "ok", port, "", ready))
+	stuck := installFolder(t, o, webAppReady(t, "2.0.0", "never-ready", port, "update: { min_healthy_time: 0s, healthy_deadline: 2s }\n", ready))
+	if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDaemon(t, o)
+	d.start()
+	d.waitFor("served", serving)
+	h := startHammer(fmt.Sprintf("127.0.0.1:%d", port), 2)
+	if v := upgrade(t, d, stuck, runtime.KindUpgrade); v.OK || !strings.Contains(v.Message, "not ready within healthy_deadline") {
+		t.Errorf("a release that never accepts, probed on the shared port: ok=%v %q", v.OK, v.Message)
+	}
+	h.stop(t)
+	if st := d.waitFor("still at 1.0.0", serving); st.Release != v1 {
+		t.Errorf("release %s", st.Release)
+	}
+	d.stop()
+	assertNothingLeft(t, o)
 }

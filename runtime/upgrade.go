@@ -168,6 +168,8 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		_ = removeUpgradeRecord(d.o.Root, m.name)
 		return verdict(UpgradeProgress{Phase: PhaseRolledBack, Message: fmt.Sprintf("rolled back: %v; %s still serves", err, short(run.from))})
 	}
+	m.shared.setProbeGate(cand.ID, oldInst.group)
+	defer m.shared.setProbeGate("", nil)
 	sub := candSup.Events()
 	fwd := d.forwardFrom(m.name, run.to, candSup)
 	// The supervisor's own context detaches when it ends (for a daemon
@@ -209,6 +211,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	}
 	sub.Close()
 
+	m.shared.setProbeGate("", nil) // the old release is never frozen past here
 	if mach.phase == PhaseRolledBack {
 		say(PhaseRolledBack, "release %s failed: %s; stopping it", short(run.to), mach.reason)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(t.Manifest))

@@ -31,6 +31,8 @@ type Shared struct {
 	socks   *Listeners
 	store   *state.Store
 	servers []*proxy.Server // the latest last; shut down at Close
+
+	gate probeGate // its own lock (upgrade_probe.go)
 }
 
 // NewShared makes the shared part of capsule's instances.

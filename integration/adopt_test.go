@@ -20,7 +20,7 @@ func daemonMain(root, runDir, socket string) int {
 	stateRoot := filepath.Join(runDir, "state")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	o := runtime.DaemonOptions{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: stateRoot, Log: zerolog.New(os.Stderr)}, Socket: socket, StopDeadline: 20 * time.Second}
+	o := runtime.DaemonOptions{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: stateRoot, Log: zerolog.New(os.Stderr).With().Timestamp().Logger()}, Socket: socket, StopDeadline: 20 * time.Second}
 	if err := runtime.RunDaemon(ctx, o); err != nil {
 		println(err.Error())
 		return 1

@@ -65,6 +65,10 @@ func workload(name string, args []string) int {
 		return n
 	case "dial": // connect to the Unix socket args[0]
 		return dial(args[0])
+	case "listen-env": // report the sockets passed
+		return listenEnv()
+	case "serve": // a web service on a socket tori-run passes
+		return serve(args[0])
 	case "daemon": // tori-run daemon: root, run dir, socket
 		return daemonMain(args[0], args[1], args[2])
 	case "ready-after": // wait n ms, then create /tmp/db-ready and sleep

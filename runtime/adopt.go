@@ -106,6 +106,10 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 		_ = i.stopState(ctx)
 		return nil, nil, err
 	}
+	if err := i.adoptSockets(); err != nil {
+		_ = i.stopState(ctx)
+		return nil, nil, err
+	}
 	i.Log.Info().Int("services", len(adopted)).Msg("adopted a running capsule")
 	return i, adopted, nil
 }
@@ -141,6 +145,7 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 			return fail(fmt.Errorf("adopting: %w", err))
 		}
 		if p.Pid == 0 {
+			i.heldFiles, i.heldNames = files, p.Sockets // the capsule's listening sockets
 			break
 		}
 		if len(files) != 1+p.Keep || (p.Keep != 0 && p.Keep != 2) {

@@ -73,6 +73,11 @@ type initRequest struct {
 	Cgroup string `json:"cgroup,omitempty"`
 	// CgroupFiles is how many files after the kept ones are cgroup files.
 	CgroupFiles int `json:"cgroup_files,omitempty"`
+	// Listen is how many listening sockets come last, after the cgroup
+	// files: the service gets them as fds 3.. (LISTEN_FDS). With "hold",
+	// every file is a socket to keep, and Names names them.
+	Listen int      `json:"listen,omitempty"`
+	Names  []string `json:"names,omitempty"`
 }
 
 // adoptedProc is one service in the answer to "adopt"; its pidfd and kept
@@ -81,6 +86,9 @@ type adoptedProc struct {
 	Service string `json:"service"`
 	Pid     int    `json:"pid"`
 	Keep    int    `json:"keep"`
+	// Sockets, on the last (empty) packet, names the listening sockets the
+	// init holds for the capsule, which travel with it.
+	Sockets []string `json:"sockets,omitempty"`
 }
 
 type initReply struct {
@@ -141,6 +149,10 @@ type initServer struct {
 	// the reaper never reaps a child it does not know yet.
 	mu    sync.Mutex
 	procs map[int]*initProc
+	// held are the capsule's listening sockets, kept for the next tori-run
+	// (see sockets.go); heldNames names them. Guarded by mu.
+	held      []*os.File
+	heldNames []string
 }
 
 type initProc struct {
@@ -190,6 +202,10 @@ func (s *initServer) handle(c *net.UnixConn) {
 		}
 	case "adopt":
 		s.adopt(c)
+	case "hold":
+		s.hold(&req, files)
+		_ = writeMsg(c, initReply{OK: true}, nil)
+		_ = c.Close()
 	case "shutdown":
 		_ = writeMsg(c, initReply{OK: true}, nil)
 		os.Exit(0)
@@ -207,8 +223,8 @@ func (s *initServer) handle(c *net.UnixConn) {
 // see the child (s.mu is held throughout), so the host always reads the
 // answer before the exit message, even for a service that exits at once.
 func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) error {
-	if len(req.Args) == 0 || req.Keep < 0 || req.CgroupFiles < 0 || len(files) != 2+req.Keep+req.CgroupFiles {
-		return fmt.Errorf("start %s: expected args, stdout, stderr, %d kept files and %d cgroup files, got %d files", req.Service, req.Keep, req.CgroupFiles, len(files))
+	if len(req.Args) == 0 || req.Keep < 0 || req.CgroupFiles < 0 || req.Listen < 0 || len(files) != 2+req.Keep+req.CgroupFiles+req.Listen {
+		return fmt.Errorf("start %s: expected args, stdout, stderr, %d kept files, %d cgroup files and %d sockets, got %d files", req.Service, req.Keep, req.CgroupFiles, req.Listen, len(files))
 	}
 	cgFiles := files[2+req.Keep : 2+req.Keep+req.CgroupFiles]
 	for _, f := range cgFiles {
@@ -227,6 +243,7 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 		defer dir.Close()
 		cgFiles = []*os.File{dir}
 	}
+	listen := files[2+req.Keep+req.CgroupFiles:]
 	path := req.Args[0]
 	switch {
 	case filepath.IsAbs(path):
@@ -252,6 +269,11 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	}
 	if req.UID != 0 || req.GID != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: req.UID, Gid: req.GID}
+	}
+	if len(listen) > 0 {
+		if err := withListenFDs(cmd, listen); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -334,7 +356,11 @@ func (s *initServer) adopt(c *net.UnixConn) {
 		}
 		p.conn, p.shared = c, true
 	}
-	_ = writeMsg(c, adoptedProc{}, nil)
+	var held []int
+	for _, f := range s.held {
+		held = append(held, int(f.Fd()))
+	}
+	_ = writeMsg(c, adoptedProc{Sockets: s.heldNames}, held)
 }
 
 func (s *initServer) forward(sig syscall.Signal) {

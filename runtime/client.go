@@ -110,3 +110,28 @@ func decodeLines[T any](r io.Reader, fn func(T) error) error {
 	}
 	return sc.Err()
 }
+
+// Upgrade asks the daemon to switch capsule name to release ref (an
+// installed digest or name) blue-green, or, with kind KindRollback, back to
+// its previous stable release (ref unused). fn gets each progress line;
+// the verdict is returned (OK when the new release serves).
+func (c *Client) Upgrade(ctx context.Context, name, ref, kind string, fn func(UpgradeProgress)) (UpgradeProgress, error) {
+	var verdict UpgradeProgress
+	resp, err := c.do(ctx, http.MethodPost, "/v1/upgrade", url.Values{"capsule": {name}, "release": {ref}, "kind": {kind}})
+	if err != nil {
+		return verdict, err
+	}
+	defer resp.Body.Close()
+	err = decodeLines(resp.Body, func(p UpgradeProgress) error {
+		if p.Verdict {
+			verdict = p
+			return nil
+		}
+		fn(p)
+		return nil
+	})
+	if err == nil && !verdict.Verdict {
+		err = fmt.Errorf("the daemon ended the %s of %s without a verdict (did it stop?); tori-run status %s shows where it stands", kind, name, name)
+	}
+	return verdict, err
+}

@@ -50,11 +50,19 @@ type CapsuleStatus struct {
 	// Seccomp is the capsule's system call filter: default, unconfined or
 	// "profile FILE" (SeccompMode).
 	Seccomp string `json:"seccomp,omitempty"`
+	// Previous is the previous stable release (tori-run rollback's target).
+	Previous string `json:"previous,omitempty"`
+	// Upgrade is the upgrade under way, if any.
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+	// Sockets are the capsule's listening sockets' addresses by name.
+	Sockets map[string]string `json:"sockets,omitempty"`
 }
 
 // DaemonEvent is a supervision event of one capsule's service.
 type DaemonEvent struct {
 	Capsule string `json:"capsule"`
+	// Release is set on events of an upgrade and of its new release.
+	Release string `json:"release,omitempty"`
 	supervisor.Event
 }
 
@@ -65,6 +73,7 @@ type Daemon struct {
 	mu       sync.Mutex // guards capsules and subs
 	capsules map[string]*managed
 	subs     map[chan DaemonEvent]struct{}
+	um       *upgradeMetrics // nil without --metrics-addr
 }
 
 // managed is one capsule the daemon runs.
@@ -75,7 +84,13 @@ type managed struct {
 	state, err    string
 	since         time.Time
 	adopted       bool
-	forwardDone   chan struct{}
+	// stopForward ends the copying of the supervisor's events, once it
+	// has ended.
+	stopForward func()
+	// shared is what the capsule's instances share (sockets, state);
+	// upgrade is the upgrade under way, if any.
+	shared  *Shared
+	upgrade *upgradeRun
 }
 
 // RunDaemon runs the daemon until ctx ends, then stops every capsule within
@@ -88,6 +103,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		o.StopDeadline = 60 * time.Second
 	}
 	o.Owner = OwnerDaemon
+	var um *upgradeMetrics
 	if o.MetricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		m, err := proxy.NewMetrics(reg)
@@ -95,6 +111,9 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 			return err
 		}
 		o.Metrics = m
+		if um, err = newUpgradeMetrics(reg); err != nil {
+			return err
+		}
 		ml, err := net.Listen("tcp", o.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics address: %w", err)
@@ -103,7 +122,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		msrv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = msrv.Serve(ml) }()
 	}
-	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}}
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}, um: um}
 	l, err := listenControl(o.Socket)
 	if err != nil {
 		return err
@@ -175,6 +194,14 @@ func sortedNames[V any](m map[string]V) []string {
 
 // start runs an enabled capsule (or one of its services).
 func (d *Daemon) start(name string) error {
+	d.mu.Lock()
+	busy := d.capsules[name] != nil && d.capsules[name].upgrade != nil
+	d.mu.Unlock()
+	if !busy {
+		if err := d.recoverUpgrade(name); err != nil {
+			d.o.Log.Error().Err(err).Str(FieldCapsule, name).Msg("finishing an upgrade a previous daemon left")
+		}
+	}
 	enabled, err := Enabled(d.o.Root)
 	if err != nil {
 		return err
@@ -190,7 +217,7 @@ func (d *Daemon) start(name string) error {
 		d.mu.Unlock()
 		return nil
 	}
-	m := &managed{name: name, release: ref, since: time.Now(), state: "starting"}
+	m := &managed{name: name, release: ref, since: time.Now(), state: "starting", shared: NewShared(name, d.o.Options)}
 	d.capsules[name] = m
 	d.mu.Unlock()
 	err = d.launch(m, ref)
@@ -221,13 +248,19 @@ func (d *Daemon) launch(m *managed, ref string) error {
 	if err != nil {
 		return err
 	}
-	inst, err := Create(ctx, t, d.o.Options)
+	o := d.o.Options
+	o.Shared = m.shared
+	inst, err := Create(ctx, t, o)
 	if err != nil {
 		return err
 	}
 	sup, err := inst.Supervise()
+	if err == nil {
+		err = m.shared.takeSockets(inst)
+	}
 	if err != nil {
 		_ = inst.Destroy(ctx)
+		_ = m.shared.Close(ctx)
 		return err
 	}
 	d.mu.Lock()
@@ -242,11 +275,16 @@ func (d *Daemon) launch(m *managed, ref string) error {
 // folder, their output from the pipes the init kept.
 func (d *Daemon) adopt(m *managed, dir string) error {
 	ctx := context.Background()
-	inst, adopted, err := Adopt(ctx, dir, d.o.Options)
+	o := d.o.Options
+	o.Shared = m.shared
+	inst, adopted, err := Adopt(ctx, dir, o)
 	if err != nil {
 		return err
 	}
 	sup, err := inst.Supervise()
+	if err == nil {
+		err = m.shared.takeSockets(inst)
+	}
 	if err != nil {
 		return err
 	}
@@ -269,14 +307,7 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 
 // forward copies a capsule's events to the daemon's subscribers.
 func (d *Daemon) forward(m *managed) {
-	sub := m.sup.Events()
-	m.forwardDone = make(chan struct{})
-	go func() {
-		defer close(m.forwardDone)
-		for ev := range sub.C() {
-			d.publish(DaemonEvent{Capsule: m.name, Event: ev})
-		}
-	}()
+	m.stopForward = d.forwardFrom(m.name, "", m.sup)
 }
 
 func (d *Daemon) publish(ev DaemonEvent) {
@@ -294,6 +325,10 @@ func (d *Daemon) publish(ev DaemonEvent) {
 func (d *Daemon) stop(ctx context.Context, name string) error {
 	d.mu.Lock()
 	m := d.capsules[name]
+	if m != nil && m.upgrade != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("an %s of %s is under way; wait for its verdict", m.upgrade.kind, name)
+	}
 	running := m != nil && m.state == "running"
 	if running {
 		m.state = "stopping"
@@ -305,7 +340,9 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 	var errs []error
 	errs = append(errs, m.sup.Stop(ctx))
 	m.sup.Wait()
+	m.stopForward()
 	errs = append(errs, m.inst.Destroy(ctx))
+	errs = append(errs, m.shared.Close(ctx))
 	d.mu.Lock()
 	m.state, m.since = "stopped", time.Now()
 	d.mu.Unlock()
@@ -315,7 +352,24 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 func (d *Daemon) stopAll(ctx context.Context) {
 	d.mu.Lock()
 	names := sortedNames(d.capsules)
+	var upgrades []*upgradeRun
+	for _, m := range d.capsules {
+		if m.upgrade != nil {
+			upgrades = append(upgrades, m.upgrade)
+		}
+	}
 	d.mu.Unlock()
+	// An upgrade under way rolls back first: the old release is the one
+	// whose stop is recorded as the capsule's.
+	for _, u := range upgrades {
+		if u.cancel != nil {
+			u.cancel()
+		}
+		select {
+		case <-u.done:
+		case <-ctx.Done():
+		}
+	}
 	for i := len(names) - 1; i >= 0; i-- {
 		if err := d.stop(ctx, names[i]); err != nil {
 			d.o.Log.Error().Err(err).Str(FieldCapsule, names[i]).Msg("stopping")
@@ -336,6 +390,11 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		if m.inst != nil {
 			st.Instance = m.inst.ID
 			st.Seccomp = SeccompMode(m.inst.Manifest)
+			st.Sockets = m.inst.Sockets()
+		}
+		st.Previous = readRef(previousRef(d.o.Root, n))
+		if u := m.upgrade; u != nil {
+			st.Upgrade = &UpgradeStatus{Kind: u.kind, Candidate: u.to, Instance: u.inst, Phase: u.phase, Since: u.since}
 		}
 		if m.sup != nil && m.state == "running" {
 			st.Services = m.sup.Status()
@@ -360,6 +419,7 @@ func (d *Daemon) routes() http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"ok": action})
 		})
 	}
+	mux.HandleFunc("POST /v1/upgrade", d.serveUpgrade)
 	mux.HandleFunc("GET /v1/events", d.serveEvents)
 	mux.HandleFunc("GET /v1/logs", d.serveLogs)
 	return rootOnly(mux)

@@ -38,6 +38,8 @@ func MaybeInit() {
 			libcontainer.Init() // does not return
 		case InitCommand:
 			os.Exit(RunInit())
+		case ExecCommand:
+			os.Exit(runExec(os.Args[2:]))
 		}
 	}
 	goruntime.LockOSThread()

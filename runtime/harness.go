@@ -340,7 +340,7 @@ func (i *Instance) ExecOutput(ctx context.Context, service string, argv ...strin
 		return nil, err
 	}
 	defer r.Close()
-	p, err := i.startProcess(ctx, service+" (exec)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w)
+	p, err := i.startProcess(ctx, service+" (exec)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w, nil)
 	w.Close()
 	if err != nil {
 		return nil, err

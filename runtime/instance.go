@@ -110,6 +110,9 @@ type Options struct {
 	WithoutLimits bool
 
 	rootless bool // set by Create for a user whose delegated subtree holds the limits
+	// Shared is what the instances of one capsule share: its listening
+	// sockets and its state store (nil: the instance opens its own).
+	Shared *Shared
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
@@ -135,6 +138,13 @@ type Instance struct {
 	state     *capsuleState
 	confine   confinement
 	appLower  string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
+	// sockets are the capsule's listening sockets (sockets.go); ownSockets
+	// when this instance opened them (no Options.Shared).
+	sockets    *Listeners
+	ownSockets bool
+	// heldFiles, heldNames: the sockets the init handed back at adopt.
+	heldFiles []*os.File
+	heldNames []string
 }
 
 // Target is a resolved capsule: its manifest and app layers.
@@ -211,6 +221,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createDirs(); err != nil {
 		return i, err
 	}
+	if err := i.openSockets(); err != nil {
+		return i, err
+	}
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
@@ -226,6 +239,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		return i, err
 	}
 	if err := i.startContainer(); err != nil {
+		return i, err
+	}
+	if err := i.holdSockets(); err != nil {
 		return i, err
 	}
 	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
@@ -338,6 +354,7 @@ func (i *Instance) startContainer() error {
 		StateDir: i.paths.State,
 		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
 		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,
+		SocketMounts: i.sockets.mounts(),
 	})
 	if err != nil {
 		return err
@@ -435,6 +452,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
 	errs = append(errs, i.stopState(ctx))
+	i.closeSockets()
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
 	}

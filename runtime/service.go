@@ -101,7 +101,9 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 	// so that its output survives a dead tori-run until a new one adopts it.
 	keep := keepReadEnds(stdout, stderr)
 	defer closeFiles(keep)
-	return i.startProcess(ctx, name, s.Command, append(serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), env...), g, stdout, stderr, keep...)
+	listen, names := i.sockets.forService(name)
+	env = append(env, listenEnv(names)...)
+	return i.startProcess(ctx, name, s.Command, append(serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), env...), g, stdout, stderr, listen, keep...)
 }
 
 // keepReadEnds opens a second read end of each pipe among files (through
@@ -125,11 +127,11 @@ func keepReadEnds(files ...*os.File) []*os.File {
 
 // startProcess asks the init to start argv in cgroup g and returns its
 // handle. label names it in messages and logs.
-func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, keep ...*os.File) (*Service, error) {
+func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, listen []*os.File, keep ...*os.File) (*Service, error) {
 	uid, gid := i.confine.uid, i.confine.gid
 	var err error
 	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
-		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep)}
+		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), Listen: len(listen)}
 	var cgFiles []*os.File
 	var oomBase uint64
 	switch {
@@ -168,6 +170,9 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
 	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
 	for _, f := range append(keep, cgFiles...) {
+		fds = append(fds, int(f.Fd()))
+	}
+	for _, f := range listen { // last: the init takes Listen files from the end
 		fds = append(fds, int(f.Fd()))
 	}
 	if err := writeMsg(conn, req, fds); err != nil {
@@ -211,7 +216,7 @@ func (i *Instance) Exec(ctx context.Context, service string, argv []string) erro
 		return err
 	}
 	defer r.Close()
-	p, err := i.startProcess(ctx, service+" (probe)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w)
+	p, err := i.startProcess(ctx, service+" (probe)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w, nil)
 	w.Close()
 	if err != nil {
 		return err

@@ -46,6 +46,8 @@ type specInput struct {
 	// Volumes are the manifest's volumes as checked (host paths resolved);
 	// nil: the manifest's own.
 	Volumes []specs.Volume
+	// SocketMounts bind unix listening sockets: host path, capsule path.
+	SocketMounts [][2]string
 }
 
 // buildSpec converts a manifest to the OCI runtime-spec config tori-run runs
@@ -106,6 +108,9 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: capsuleNotifyDir, Type: "bind", Source: in.NotifyDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 	)
+	for _, sm := range in.SocketMounts {
+		s.Mounts = append(s.Mounts, rspec.Mount{Destination: sm[1], Type: "bind", Source: sm[0], Options: []string{"bind", "nosuid", "nodev", "noexec"}})
+	}
 	vols := in.Volumes
 	if vols == nil {
 		vols = m.Volumes

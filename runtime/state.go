@@ -42,11 +42,18 @@ func (o *Options) stateRoot() string {
 type capsuleState struct {
 	store *state.Store
 	srv   *proxy.Server
+	// shared: the store and server are the capsule's (Options.Shared),
+	// served to this instance on ls; stopping closes only those.
+	shared bool
+	ls     []net.Listener
 }
 
 // startState opens the capsule's store and serves it on the capsule's and
 // the admin socket.
 func (i *Instance) startState() error {
+	if i.opts.Shared != nil {
+		return i.opts.Shared.serveState(i)
+	}
 	cs, err := openState(i.Manifest, i.opts.stateRoot(), i.identify, i.opts.Metrics, i.Log)
 	if err != nil {
 		return fmt.Errorf("capsule state: %w", err)
@@ -78,6 +85,10 @@ func (i *Instance) startState() error {
 // durable already; closing flushes the buffer into Parquet).
 func (i *Instance) stopState(ctx context.Context) error {
 	if i.state == nil {
+		return nil
+	}
+	if i.state.shared {
+		i.opts.Shared.unserveState(i)
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -101,6 +101,31 @@ cat "$DEMO/events.txt"
 echo "-- its last log lines:"
 $T logs tori-metacognitive/tori-observer --tail 3
 
+step "Blue-green upgrade to a 2.1.1 build: started beside 2.1.0, switched once healthy, state carried over" \
+	"tori-run upgrade tori-metacognitive ARCHIVE-2.1.1; tori-run status; tori-run rollback ..."
+cp -a "$APP" "$DEMO/v211"
+sed -i 's/^version: "2.1.0"/version: "2.1.1"/' "$DEMO/v211/capsule.yml"
+printf 'update: { min_healthy_time: 3s, healthy_deadline: 1m }\n' >>"$DEMO/v211/capsule.yml"
+mkdir -p "$DEMO/c"
+"$PWD/bin/capsbuild" --from-dir "$DEMO/v211" --manifest "$DEMO/v211/capsule.yml" --output-dir "$DEMO/c" >/dev/null
+before=$($T state ls tori-metacognitive | wc -l)
+echo "-- $before observations in the state before the upgrade"
+$T upgrade tori-metacognitive "$(ls "$DEMO"/c/*.tar.gz)" --socket "$SOCK"
+$T status --socket "$SOCK"
+$T status --socket "$SOCK" --json | python3 -c 'import json,sys; c=json.load(sys.stdin)[0]; print("-- current", c["release"][:12], "previous stable", c.get("previous","")[:12])'
+sleep 2
+echo "-- $($T state ls tori-metacognitive | wc -l) observations now: 2.1.1 writes on where 2.1.0 stopped, in the same store"
+echo "-- a release whose services crash rolls back by itself (exit 1 expected):"
+cp -a "$DEMO/v211" "$DEMO/v212"
+sed -i 's/^version: "2.1.1"/version: "2.1.2"/; s#^entrypoint: .*#entrypoint: python/core/broken.py#' "$DEMO/v212/capsule.yml"
+printf '#!/usr/bin/env python3\nimport sys\nsys.exit("2.1.2 is broken on purpose")\n' >"$DEMO/v212/python/core/broken.py"
+chmod +x "$DEMO/v212/python/core/broken.py"
+mkdir -p "$DEMO/d"
+"$PWD/bin/capsbuild" --from-dir "$DEMO/v212" --manifest "$DEMO/v212/capsule.yml" --output-dir "$DEMO/d" >/dev/null
+$T upgrade tori-metacognitive "$(ls "$DEMO"/d/*.tar.gz)" --socket "$SOCK" || echo "(exit $?: 2.1.1 still serves)"
+echo "-- and rollback returns to 2.1.0 (healthy for 2.1.0's default min_healthy_time, 10s, first):"
+$T rollback tori-metacognitive --socket "$SOCK"
+
 step "Stop the daemon (SIGTERM): services stop in order, the daemon exits 0" "kill -TERM DAEMON"
 kill -TERM "$DAEMON"
 wait "$DAEMON" && echo "daemon exited 0"

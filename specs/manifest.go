@@ -78,6 +78,12 @@ type Manifest struct {
 	Capabilities Capabilities `json:"capabilities"`
 	// Settings are tori-run's own settings read from Env.
 	Settings Settings `json:"settings"`
+
+	// Sockets are the listening sockets tori-run holds for the capsule.
+	Sockets []Socket `json:"sockets,omitempty"`
+	// Update is the blue-green policy of this release (DefaultUpdate
+	// when the manifest has no update:).
+	Update Update `json:"update"`
 }
 
 // Service returns the named service, or nil.

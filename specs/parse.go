@@ -40,6 +40,7 @@ var (
 var reservedEnv = map[string]bool{
 	"TORI_CAPSULE": true, "TORI_RELEASE": true, "TORI_BUILD_SHA": true,
 	"TORI_SERVICE": true, "TORI_STATE_SOCKET": true, "NOTIFY_SOCKET": true,
+	"LISTEN_FDS": true, "LISTEN_FDNAMES": true, "LISTEN_PID": true,
 }
 
 // Load reads and validates the manifest at file.
@@ -81,6 +82,8 @@ type parser struct {
 	// settings receives tori-run's settings while the top-level env is
 	// walked; nil elsewhere.
 	settings *Settings
+	// socketNodes are each socket's service: node, for messages.
+	socketNodes map[string]*yaml.Node
 }
 
 func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) {
@@ -118,8 +121,8 @@ func (p *parser) parse(data []byte) *Manifest {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	m := &Manifest{Network: NetworkHost, Settings: DefaultSettings()}
-	var servicesNode, nameNode, versionNode *yaml.Node
+	m := &Manifest{Network: NetworkHost, Settings: DefaultSettings(), Update: DefaultUpdate()}
+	var servicesNode, nameNode, versionNode, socketsNode *yaml.Node
 	p.mapping(root, "", map[string]func(k, v *yaml.Node){
 		"name": func(k, v *yaml.Node) {
 			nameNode = v
@@ -166,6 +169,11 @@ func (p *parser) parse(data []byte) *Manifest {
 		},
 		"seccomp":      func(k, v *yaml.Node) { m.Seccomp = p.seccomp(v) },
 		"capabilities": func(k, v *yaml.Node) { m.Capabilities = p.capabilities(v) },
+		"sockets": func(k, v *yaml.Node) {
+			socketsNode = v
+			m.Sockets = p.sockets(v)
+		},
+		"update": func(k, v *yaml.Node) { m.Update = p.update(v) },
 		"user": func(k, v *yaml.Node) {
 			if s, ok := p.str(v, "user"); ok {
 				if msg := checkUser(s); msg != "" {
@@ -179,6 +187,7 @@ func (p *parser) parse(data []byte) *Manifest {
 		return m
 	}
 	p.checkTop(m, root, nameNode, versionNode, servicesNode)
+	p.checkSockets(m, socketsNode)
 	return m
 }
 

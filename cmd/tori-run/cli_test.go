@@ -93,7 +93,7 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{"unknown command"}},
 		{name: "too many args", args: []string{"spec", "a", "b"}, code: 2, stderr: []string{"accepts 1 arg(s), received 2"}},
 		{name: "bad log level", args: []string{"--log-level", "loud", "version"}, code: 2, stderr: []string{`--log-level "loud": expected debug, info, warn or error`}},
-		{name: "not yet implemented", args: []string{"upgrade", "a", "b"}, code: 1, stderr: []string{"tori-run upgrade is not implemented yet"}},
+		{name: "upgrade without a daemon", args: []string{"upgrade", "--socket", "/nonexistent/tori.sock", "a", "b"}, code: 1, stderr: []string{"the daemon does not answer at /nonexistent/tori.sock"}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"tori-run ", "build: "}},
 		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Capsule artifacts:", "validate", "Running capsules:", "Talking to the daemon:"}},
 		{name: "capsbuild alias", argv0: "capsbuild", args: []string{"--help"}, code: 0, stdout: []string{"tori-run build"}},

@@ -112,6 +112,9 @@ func printStatus(g *globals, st []runtime.CapsuleStatus) {
 			rel += ", seccomp " + c.Seccomp // a weaker or other filter is named
 		}
 		fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t\t\t\t\t\t\n", c.Name, rel, c.State, c.Error)
+		if line := upgradeLine(c); line != "" {
+			fmt.Fprintf(tw, "  %s\t\t\t\t\t\t\t\t\n", line)
+		}
 		for _, s := range c.Services {
 			pid, up, exit, mem, cpu := "-", "-", "-", "-", "-"
 			if s.Pid != 0 {

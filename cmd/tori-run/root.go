@@ -84,8 +84,8 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newExportImageCmd(g),
 		newContainerReadyCmd(g),
 		newExportManifestsCmd(g),
-		notYet("upgrade NAME DIGEST", "Switch a capsule blue-green to another release, gated by health", 0, cobra.ExactArgs(2)),
-		notYet("rollback NAME", "Switch a capsule back to its previous release", 0, cobra.ExactArgs(1)),
+		newUpgradeCmd(g),
+		newRollbackCmd(g),
 	)
 	add("daemon",
 		newActCmd(g, "start", "Start a capsule or one of its services"),
@@ -110,30 +110,6 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-// notYet is a command of SPEC §2 whose issue has not landed: it parses its
-// arguments like the real one will and says so, with exit status 1.
-func notYet(use, short string, issue int, args cobra.PositionalArgs, boolFlags ...string) *cobra.Command {
-	c := &cobra.Command{
-		Use:   use,
-		Short: short + " (not implemented yet)",
-		Args:  args,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if issue == 0 {
-				return fmt.Errorf("%s is not implemented yet", cmd.CommandPath())
-			}
-			return fmt.Errorf("%s is not implemented yet (planned in issue #%d)", cmd.CommandPath(), issue)
-		},
-	}
-	for _, f := range boolFlags {
-		if f == "slice" {
-			c.Flags().String("slice", "", "systemd .slice file whose limits override the manifest's resources")
-			continue
-		}
-		c.Flags().Bool(f, false, "")
-	}
-	return c
 }
 
 func envOr(name, def string) string {

@@ -1,0 +1,131 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// An upgrade under way is recorded in <root>/upgrades/<capsule>.json, and
+// that record, not a guess from the processes found, is what a daemon
+// started after a crash goes by: before the switch it keeps the old
+// release (and removes the new one's instance), from the switch on the new
+// one. The record is written atomically and durably (temp file, fsync,
+// rename, fsync of the folder) at each phase.
+type upgradeRecord struct {
+	Capsule string    `json:"capsule"`
+	Kind    string    `json:"kind"` // upgrade or rollback
+	From    string    `json:"from"` // release digests
+	To      string    `json:"to"`
+	Phase   Phase     `json:"phase"`
+	Started time.Time `json:"started"`
+	// OldInstance and Candidate are the instances' ids (Candidate is empty
+	// until its instance is made).
+	OldInstance string `json:"old_instance"`
+	Candidate   string `json:"candidate,omitempty"`
+}
+
+func upgradeRecordPath(root, capsule string) string {
+	return filepath.Join(root, "upgrades", capsule+".json")
+}
+
+func previousRef(root, name string) string { return filepath.Join(root, "refs", name, "previous") }
+
+func readUpgradeRecord(root, capsule string) (*upgradeRecord, error) {
+	b, err := os.ReadFile(upgradeRecordPath(root, capsule))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r upgradeRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", upgradeRecordPath(root, capsule), err)
+	}
+	return &r, nil
+}
+
+func writeUpgradeRecord(root string, r *upgradeRecord) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileDurable(upgradeRecordPath(root, r.Capsule), append(b, '\n'), 0o600)
+}
+
+func removeUpgradeRecord(root, capsule string) error {
+	p := upgradeRecordPath(root, capsule)
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// writeRef points refs/<name>/<which> at a release digest, durably.
+func writeRef(root, name, which, digest string) error {
+	return writeFileDurable(filepath.Join(root, "refs", name, which), []byte(digest+"\n"), 0o644)
+}
+
+func readRef(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// writeFileDurable replaces path with data: a temp file beside it, synced,
+// renamed over it, and the folder synced, so that after a crash path holds
+// either the old or the new content, whole.
+func writeFileDurable(path string, data []byte, mode os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", f.Name(), err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing folder %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,4 +67,9 @@ func publish(dir, name string, sync syncFunc, write func(f *os.File) error) (err
 		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
 	}
 	return syncDir(dir)
+}
+
+// isNoSpace reports whether err means the disk or a disk quota is full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, ErrNoSpace)
 }

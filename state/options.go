@@ -31,6 +31,10 @@ type Options struct {
 	// KeepManifests is how many manifests garbage collection keeps, with the
 	// files they list (default 3, at least 1).
 	KeepManifests int
+	// RetryInterval is how long writes are refused after the log failed to
+	// take a write (a full disk, EIO) before the next one retries it, and how
+	// long a failed flush waits before it is tried again (default 1s).
+	RetryInterval time.Duration
 	// Log receives recovery and failure reports. The zero Logger is silent.
 	Log zerolog.Logger
 	// OnCommit, if set, is called by the committer after every group commit
@@ -69,6 +73,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.KeepManifests <= 0 {
 		o.KeepManifests = 3
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = time.Second
 	}
 	if o.syncFile == nil {
 		o.syncFile = fdatasync

@@ -33,10 +33,12 @@ type Store struct {
 	results  chan flushResult
 	inflight sync.WaitGroup // writes admitted and not yet answered
 
-	mu       sync.Mutex    // guards buffered, freed, failed, closed
+	mu       sync.Mutex    // guards buffered, freed, failed, retryAt, flushErr, closed
 	buffered int           // records admitted and not yet in a Parquet file
 	freed    chan struct{} // closed (and replaced) when buffered drops or state changes
-	failed   error         // sticky; wraps ErrFailed
+	failed   error         // the log's last failure (wraps ErrFailed), until a write succeeds again
+	retryAt  time.Time     // writes are refused with failed until then
+	flushErr error         // the last flush's failure, until one succeeds
 	closed   bool
 
 	idxMu  sync.RWMutex // guards kv and events
@@ -50,6 +52,9 @@ type Store struct {
 	memSegs  []string // closed log segments holding part of mem
 	flushing bool
 	waiters  []flushWaiter
+	// flushRetryAt delays the next flush after a failed one.
+	flushRetryAt time.Time
+	logFailed    bool // fail was called and no write succeeded since
 
 	// Owned by the flusher goroutine (read at Open, before it starts).
 	man        manifest
@@ -311,11 +316,17 @@ func (s *Store) admit(ctx context.Context, _ int) error {
 	switch {
 	case s.closed:
 		return ErrClosed
-	case s.failed != nil:
+	case s.refusingLocked():
 		return s.failed
 	}
 	s.inflight.Add(1)
 	return nil
+}
+
+// refusingLocked reports whether writes are refused after a failure: until
+// retryAt; after it, the next write retries. The caller holds mu.
+func (s *Store) refusingLocked() bool {
+	return s.failed != nil && time.Now().Before(s.retryAt)
 }
 
 // reserve waits until n more records fit in the buffer, for at most
@@ -325,7 +336,7 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 	for {
 		s.mu.Lock()
 		switch {
-		case s.failed != nil:
+		case s.refusingLocked():
 			s.mu.Unlock()
 			return s.failed
 		case s.buffered+n <= s.opts.Buffer:
@@ -333,7 +344,7 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 			s.mu.Unlock()
 			return nil
 		}
-		freed := s.freed
+		freed, flushErr := s.freed, s.flushErr
 		s.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(s.opts.BufferWait)
@@ -342,6 +353,9 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 		select {
 		case <-freed:
 		case <-timer.C:
+			if flushErr != nil {
+				return fmt.Errorf("%w: %d records waiting to be flushed after %v; the flush fails: %w", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait, flushErr)
+			}
 			return fmt.Errorf("%w: %d records waiting to be flushed after %v", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -380,18 +394,47 @@ func (s *Store) submit(ctx context.Context, req *request) (uint64, error) {
 	}
 }
 
-// fail makes err sticky: from now on every write fails with it (see Err).
+// fail (called by the committer only) records that the log could not take a write: writes are refused
+// with it for RetryInterval, then the next one retries (see Err).
 func (s *Store) fail(err error) {
+	s.logFailed = true
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed == nil {
+		s.log.Error().Err(err).Str("dir", s.dir).Dur("retry_in", s.opts.RetryInterval).Msg("state: log write failed; refusing writes, then retrying")
+	}
+	if isNoSpace(err) {
+		s.failed = fmt.Errorf("%w: %w: %w", ErrNoSpace, ErrFailed, err)
+	} else {
 		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
-		s.log.Error().Err(err).Str("dir", s.dir).Msg("state: write failed; refusing writes until reopened")
+	}
+	s.retryAt = time.Now().Add(s.opts.RetryInterval)
+	s.broadcastLocked()
+}
+
+// recovered clears a failure once the log took a write again.
+func (s *Store) recovered() {
+	if !s.logFailed {
+		return
+	}
+	s.logFailed = false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		s.log.Info().Str("dir", s.dir).Msg("state: the log takes writes again")
+		s.failed = nil
 		s.broadcastLocked()
 	}
 }
 
-// Err returns the sticky error that stopped writes, or nil.
+func (s *Store) setFlushErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushErr = err
+}
+
+// Err returns the failure that makes the store refuse writes (wrapping
+// ErrFailed, and ErrNoSpace when the disk is full), or nil.
 func (s *Store) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -518,8 +561,15 @@ func (s *Store) Stats() Stats {
 	}
 }
 
-// RetryAfter estimates when a write refused with ErrBufferFull could succeed.
+// RetryAfter estimates when a write refused with ErrBufferFull or ErrFailed
+// could succeed.
 func (s *Store) RetryAfter() time.Duration {
+	s.mu.Lock()
+	failed, retryAt, flushErr := s.failed, s.retryAt, s.flushErr
+	s.mu.Unlock()
+	if failed != nil || flushErr != nil {
+		return max(time.Second, time.Until(retryAt), s.opts.RetryInterval)
+	}
 	return max(time.Second, 2*time.Duration(s.stats.lastFlushNanos.Load()))
 }
 
@@ -541,6 +591,13 @@ func (s *Store) Close() error {
 	close(s.quit)
 	<-s.done
 	err := s.Err()
+	if err == nil {
+		s.mu.Lock()
+		if s.flushErr != nil {
+			err = fmt.Errorf("final flush failed (the records stay in the log, replayed at the next open): %w", s.flushErr)
+		}
+		s.mu.Unlock()
+	}
 	if err2 := s.wal.close(); err == nil {
 		err = err2
 	}

@@ -24,6 +24,12 @@ type wal struct {
 	index uint64 // of the open segment
 	f     *os.File
 	size  int64
+	// good is the size up to which the segment holds whole, durable frames.
+	good int64
+	// broken: a write or fsync failed; the segment must be cut back to good
+	// and replaced (restart) before the log takes another write. Until then
+	// nothing rotates it: a segment followed by another must end cleanly.
+	broken bool
 }
 
 // openWAL starts a new, empty segment with the given index.
@@ -49,30 +55,70 @@ func (w *wal) create(index uint64) error {
 		os.Remove(path)
 		return err
 	}
-	w.f, w.index, w.size = f, index, 0
+	w.f, w.index, w.size, w.good = f, index, 0, 0
 	return nil
 }
 
 // write appends frames and makes them durable: one write, one fdatasync.
+// On failure the segment is marked broken and the partial write is cut off
+// at once (best effort; restart does it again, durably).
 func (w *wal) write(frames []byte) error {
+	if w.broken {
+		return fmt.Errorf("log segment %s is waiting to be cut back after a failed write", w.path())
+	}
 	n, err := w.f.Write(frames)
 	w.size += int64(n)
 	if err != nil {
-		return fmt.Errorf("append %d bytes to %s: %w", len(frames), w.path(), err)
+		err = fmt.Errorf("append %d bytes to %s: %w", len(frames), w.path(), err)
+	} else {
+		err = w.sync(w.f)
 	}
-	return w.sync(w.f)
+	if err != nil {
+		w.broken = true
+		if w.f.Truncate(w.good) == nil {
+			w.size = w.good
+		}
+		return err
+	}
+	w.good = w.size
+	return nil
 }
 
-// rotate closes the open segment and starts the next; it returns the path of
-// the closed one.
-func (w *wal) rotate() (string, error) {
-	old := w.path()
-	if err := w.f.Close(); err != nil {
-		return "", fmt.Errorf("close log segment %s: %w", old, err)
+// restart repairs a broken segment: it cuts it back to its last durable
+// frame, makes that durable, and starts the next segment. The frames before
+// good were fsynced before the failure; the PostgreSQL lesson (an fsync
+// that failed is not retried and trusted) is kept by never appending to
+// the failed segment again. It returns the path of the old segment.
+func (w *wal) restart() (string, error) {
+	if err := w.f.Truncate(w.good); err != nil {
+		return "", fmt.Errorf("cut log segment %s back to byte %d after a failed write: %w", w.path(), w.good, err)
 	}
+	if err := w.sync(w.f); err != nil {
+		return "", fmt.Errorf("after cutting it back to byte %d: %w", w.good, err)
+	}
+	w.size = w.good
+	w.broken = false
+	old, err := w.rotate()
+	if err != nil {
+		w.broken = true
+		return "", err
+	}
+	return old, nil
+}
+
+// rotate starts the next segment, then closes the open one (whose frames are
+// all durable already); it returns the path of the closed one. If the next
+// segment cannot be created, the open one stays open.
+func (w *wal) rotate() (string, error) {
+	if w.broken {
+		return "", fmt.Errorf("log segment %s is waiting to be cut back after a failed write", w.path())
+	}
+	old, oldF := w.path(), w.f
 	if err := w.create(w.index + 1); err != nil {
 		return "", err
 	}
+	// Every frame of old was fdatasynced; a close error cannot lose them.
+	_ = oldF.Close()
 	return old, nil
 }
 

@@ -236,7 +236,12 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, state.ErrBadKey):
 		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, state.ErrBufferFull):
+	case errors.Is(err, state.ErrNoSpace):
+		// A full disk or the operator's quota: 507, retried once space may
+		// be back (the store retries its log by itself).
+		w.Header().Set("Retry-After", retryAfter(s.store.RetryAfter()))
+		writeError(w, http.StatusInsufficientStorage, err.Error())
+	case errors.Is(err, state.ErrBufferFull), errors.Is(err, state.ErrFailed):
 		w.Header().Set("Retry-After", retryAfter(s.store.RetryAfter()))
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, state.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

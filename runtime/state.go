@@ -199,3 +199,18 @@ func (s storeState) Export(_ context.Context, w io.Writer, format string) error 
 }
 
 func (s storeState) Close() error { return s.st.Close() }
+
+// StateReport is what CheckState found or RepairState did.
+type StateReport = state.Report
+
+// CheckState verifies a stopped capsule's state folder (every data file
+// against its SHA-256 name, every log frame) without changing it.
+func CheckState(stateRoot, capsule string) (StateReport, error) {
+	return state.Check(StateDir(stateRoot, capsule))
+}
+
+// RepairState rewrites a stopped capsule's damaged state folder keeping
+// every intact record; the report's Problems say what it dropped.
+func RepairState(stateRoot, capsule string) (StateReport, error) {
+	return state.Repair(StateDir(stateRoot, capsule), state.Options{})
+}

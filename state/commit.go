@@ -206,7 +206,7 @@ func (s *Store) addFlushWaiter(done chan error) {
 // failed write (a segment is never rotated past a failed write) or while a
 // failed flush waits for its retry.
 func (s *Store) startFlush() {
-	if s.flushing || s.wal.broken || time.Now().Before(s.flushRetryAt) {
+	if s.flushing || len(s.mem) == 0 || s.wal.broken || time.Now().Before(s.flushRetryAt) {
 		return
 	}
 	closed, err := s.wal.rotate()

@@ -44,6 +44,9 @@ func fromRow(w *Row) (Record, error) {
 
 const parquetSuffix = ".parquet"
 
+// rowGroupRows bounds the rows of a row group.
+const rowGroupRows = 4096
+
 // sortRows orders rows by key, then seq: the order the files promise.
 // parquet-go's SortingWriterConfig only records an order, it does not sort.
 func sortRows(rows []Row) {
@@ -70,6 +73,9 @@ func writerOptions(codec *zstd.Codec) []parquet.WriterOption {
 		}),
 		parquet.SortingWriterConfig(parquet.SortingColumns(parquet.Ascending("key"), parquet.Ascending("seq"))),
 		parquet.CreatedBy("tori-run state", "1", ""),
+		// Row groups of a bounded size: Repair salvages a damaged file one
+		// row group at a time (every page carries a CRC).
+		parquet.MaxRowsPerRowGroup(rowGroupRows),
 	}
 }
 

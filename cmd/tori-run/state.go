@@ -102,6 +102,46 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 	}
 	export.Flags().StringVar(&format, "format", "jsonl", "parquet or jsonl")
 	export.Flags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
-	state.AddCommand(get, put, ls, export)
+	printReport := func(rep runtime.StateReport, verb string) {
+		fmt.Fprintf(g.stdout, "manifest %d: %d data files, %d log segments, %d intact records\n", rep.Manifest, rep.Files, rep.Segments, rep.Records)
+		for _, n := range rep.Notes {
+			fmt.Fprintln(g.stdout, "note:", n)
+		}
+		for _, p := range rep.Problems {
+			fmt.Fprintf(g.stdout, "%s: %s\n", verb, p)
+		}
+	}
+	check := &cobra.Command{
+		Use: "check NAME", Short: "Verify a stopped capsule's state: data files against their SHA-256 names, every log frame",
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := runtime.CheckState(envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot), args[0])
+			if err != nil {
+				return err
+			}
+			printReport(rep, "damaged")
+			if !rep.OK() {
+				return fmt.Errorf("state of %s is damaged (%d problems); tori-run state repair %s keeps every intact record", args[0], len(rep.Problems), args[0])
+			}
+			fmt.Fprintln(g.stdout, "ok")
+			return nil
+		},
+	}
+	repair := &cobra.Command{
+		Use: "repair NAME", Short: "Rewrite a stopped capsule's damaged state keeping every intact record; says what it dropped",
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := runtime.RepairState(envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot), args[0])
+			if err != nil {
+				return err
+			}
+			printReport(rep, "dropped")
+			if rep.OK() {
+				fmt.Fprintln(g.stdout, "nothing dropped")
+			}
+			return nil
+		},
+	}
+	state.AddCommand(get, put, ls, export, check, repair)
 	return state
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -149,7 +150,7 @@ func (s *Store) commit(group []*request, buf []byte) []byte {
 			req.done <- nil
 		}
 	}
-	if len(s.mem) >= s.opts.flushAt() {
+	if s.flushDue() {
 		s.startFlush()
 	}
 	return buf
@@ -176,6 +177,7 @@ func (s *Store) publish(group []*request) {
 	s.idxMu.Unlock()
 	for _, req := range group {
 		s.mem = append(s.mem, req.recs...)
+		s.memBytes += req.bytes
 		s.stats.seq.Store(req.seq)
 	}
 }
@@ -183,7 +185,7 @@ func (s *Store) publish(group []*request) {
 func (s *Store) answer(group []*request, err error) {
 	for _, req := range group {
 		if !req.flush {
-			s.release(len(req.recs))
+			s.release(len(req.recs), req.bytes)
 		}
 		req.done <- err
 	}
@@ -216,7 +218,7 @@ func (s *Store) startFlush() {
 		return
 	}
 	job := flushJob{recs: s.mem, segs: append(s.memSegs, closed), maxSeq: s.seq}
-	s.mem, s.memSegs, s.flushing = nil, nil, true
+	s.mem, s.memSegs, s.memBytes, s.flushing = nil, nil, 0, true
 	s.jobs <- job // never blocks: the flusher has taken the previous job
 }
 
@@ -227,13 +229,14 @@ func (s *Store) flushed(res flushResult) {
 		// try again later (a new data file each time, never a second fsync
 		// of a file whose fsync failed).
 		s.mem = append(res.job.recs, s.mem...)
+		s.memBytes += recordBytes(res.job.recs)
 		s.memSegs = append(res.job.segs, s.memSegs...)
 		s.flushFailed(res.err)
 		return
 	}
 	s.flushRetryAt = time.Time{}
 	s.setFlushErr(nil)
-	s.release(len(res.job.recs))
+	s.release(len(res.job.recs), recordBytes(res.job.recs))
 	kept := s.waiters[:0]
 	for _, w := range s.waiters {
 		if w.seq <= res.job.maxSeq {
@@ -243,7 +246,7 @@ func (s *Store) flushed(res flushResult) {
 		}
 	}
 	s.waiters = kept
-	if len(s.mem) > 0 && (len(s.waiters) > 0 || len(s.mem) >= s.opts.flushAt()) {
+	if len(s.mem) > 0 && (len(s.waiters) > 0 || s.flushDue()) {
 		s.startFlush()
 	}
 }
@@ -320,13 +323,26 @@ func (s *Store) flush(job flushJob) error {
 		return fmt.Errorf("flush %d records: %w", len(job.recs), err)
 	}
 	s.stats.fsyncs.Add(2)
+	d, err := openDataFile(s.dataDir, meta)
+	if err != nil {
+		return fmt.Errorf("flush: reopen the new data file: %w", err)
+	}
 	next := s.man
 	next.Generation++
 	next.Seq = job.maxSeq
 	next.Files = append(append([]fileMeta(nil), s.man.Files...), meta)
 	if err := s.install(next); err != nil {
+		d.close()
 		return err
 	}
+	s.files = append(s.files, d)
+	// The values are in the file now (writeDataFile sorted job.recs: record
+	// i is row i): point the index there and let the buffer's copies go.
+	s.idxMu.Lock()
+	for i := range job.recs {
+		s.relocate(&job.recs[i], d, int64(i))
+	}
+	s.idxMu.Unlock()
 	s.stats.flushes.Add(1)
 	for _, p := range job.segs {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
@@ -351,4 +367,33 @@ func (s *Store) install(m manifest) error {
 		s.log.Warn().Err(err).Str("dir", s.dir).Msg("state: garbage collection failed; retried after the next flush")
 	}
 	return nil
+}
+
+// flushDue: half the buffer, in records or bytes, is used.
+func (s *Store) flushDue() bool {
+	return len(s.mem) >= s.opts.flushAt() || s.memBytes >= s.opts.BufferBytes/2
+}
+
+func recordBytes(recs []Record) int {
+	n := 0
+	for i := range recs {
+		n += len(recs[i].Key) + len(recs[i].Value)
+	}
+	return n
+}
+
+// relocate points the index entry of r, if it is still r's version, at row
+// of d. The caller holds idxMu.
+func (s *Store) relocate(r *Record, d *dataFile, row int64) {
+	switch r.Op {
+	case OpPut:
+		if e, ok := s.kv[r.Key]; ok && e.seq == r.Seq {
+			e.file, e.row, e.value = d, row, nil
+			s.kv[r.Key] = e
+		}
+	case OpEvent:
+		if i, ok := slices.BinarySearchFunc(s.events, r.Seq, func(e event, seq uint64) int { return cmpUint(e.seq, seq) }); ok {
+			s.events[i].file, s.events[i].row, s.events[i].value = d, row, nil
+		}
+	}
 }

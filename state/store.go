@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 	"github.com/rs/zerolog"
 )
 
@@ -35,20 +34,24 @@ type Store struct {
 
 	mu       sync.Mutex    // guards buffered, freed, failed, retryAt, flushErr, closed
 	buffered int           // records admitted and not yet in a Parquet file
+	bufBytes int           // and the bytes of their keys and values
 	freed    chan struct{} // closed (and replaced) when buffered drops or state changes
 	failed   error         // the log's last failure (wraps ErrFailed), until a write succeeds again
 	retryAt  time.Time     // writes are refused with failed until then
 	flushErr error         // the last flush's failure, until one succeeds
 	closed   bool
 
-	idxMu  sync.RWMutex // guards kv and events
-	kv     map[string]entry
-	events []Record // by seq
+	idxMu    sync.RWMutex // guards kv, events and services
+	kv       map[string]entry
+	events   []event           // by seq
+	services map[string]string // interned service names
+	cache    *pageCache
 
 	// Owned by the committer goroutine.
 	wal      *wal
 	seq      uint64
 	mem      []Record // durable in the log, not yet handed to the flusher
+	memBytes int      // recordBytes(mem)
 	memSegs  []string // closed log segments holding part of mem
 	flushing bool
 	waiters  []flushWaiter
@@ -58,16 +61,26 @@ type Store struct {
 
 	// Owned by the flusher goroutine (read at Open, before it starts).
 	man        manifest
-	flushCodec *zstd.Codec // the fastest level: flushes are on the write path
+	files      []*dataFile // open, one per man.Files entry
+	flushCodec *zstdCodec  // the fastest level: flushes are on the write path
 
 	stats counters
 }
 
+// entry is where the current version of a key is: its value in memory
+// while it is only in the log (file == nil), else the file and row.
 type entry struct {
-	value   []byte
 	seq     uint64
 	time    int64
 	service string
+	value   []byte
+	file    *dataFile
+	row     int64
+}
+
+// event is an entry of the event log.
+type event struct {
+	entry
 }
 
 // Entry is the current version of a key.
@@ -81,6 +94,7 @@ type Entry struct {
 
 type request struct {
 	recs  []Record
+	bytes int        // recordBytes(recs)
 	flush bool       // a Flush call, no records
 	seq   uint64     // out: seq of the last record
 	done  chan error // buffered
@@ -106,8 +120,9 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 	s := &Store{
 		dir: dir, opts: opts, log: opts.Log,
 		walDir: filepath.Join(dir, "wal"), dataDir: filepath.Join(dir, "data"), manDir: filepath.Join(dir, "manifests"),
-		kv: map[string]entry{}, freed: make(chan struct{}),
-		flushCodec: &zstd.Codec{Level: zstd.SpeedFastest},
+		kv: map[string]entry{}, services: map[string]string{}, freed: make(chan struct{}),
+		cache:      newPageCache(opts.CacheBytes),
+		flushCodec: fastCodec,
 	}
 	for _, d := range []string{dir, s.walDir, s.dataDir, s.manDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -161,15 +176,27 @@ func (s *Store) recover() error {
 		s.log.Info().Str("file", p).Msg("state: removed a file no kept manifest lists")
 	}
 	for _, f := range man.Files {
-		recs, err := readDataFile(s.dataDir, f)
+		if err := verifyDataFile(s.dataDir, f); err != nil {
+			return err
+		}
+		d, err := openDataFile(s.dataDir, f)
 		if err != nil {
 			return err
 		}
-		for i := range recs {
-			s.apply(&recs[i])
+		s.files = append(s.files, d)
+		err = d.eachIndexRow(func(row int64, ir *indexRow) error {
+			op, err := parseOp(ir.Op)
+			if err != nil {
+				return fmt.Errorf("row %d: %w", row, err)
+			}
+			s.applyAt(op, ir.Key, entry{seq: uint64(ir.Seq), time: ir.TS, service: s.intern(ir.Service), file: d, row: row})
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
-	slices.SortFunc(s.events, func(a, b Record) int { return cmpUint(a.Seq, b.Seq) })
+	slices.SortFunc(s.events, func(a, b event) int { return cmpUint(a.seq, b.seq) })
 	s.man, s.seq = man, man.Seq
 	segs, truncated, err := replayWAL(s.walDir, man.Seq, s.opts.syncFile, func(r Record) {
 		s.apply(&r)
@@ -182,7 +209,8 @@ func (s *Store) recover() error {
 	if truncated > 0 {
 		s.log.Warn().Str("dir", s.walDir).Int64("bytes", truncated).Msg("state: cut the torn tail of the log (writes never acknowledged)")
 	}
-	s.buffered = len(s.mem)
+	s.buffered, s.bufBytes = len(s.mem), recordBytes(s.mem)
+	s.memBytes = s.bufBytes
 	next := uint64(1)
 	for _, sg := range segs {
 		next = sg.index + 1
@@ -211,17 +239,35 @@ func (s *Store) refreshFileStats(m manifest) {
 	s.stats.fileBytes.Store(n)
 }
 
-// apply puts a record into the in-memory index. The caller holds idxMu or
-// owns the store exclusively.
+// apply puts a record still only in the log into the in-memory index. The
+// caller holds idxMu or owns the store exclusively.
 func (s *Store) apply(r *Record) {
-	switch r.Op {
+	s.applyAt(r.Op, r.Key, entry{value: r.Value, seq: r.Seq, time: r.Time.UnixNano(), service: s.intern(r.Service)})
+}
+
+func (s *Store) applyAt(op Op, key string, e entry) {
+	switch op {
 	case OpPut:
-		s.kv[r.Key] = entry{value: r.Value, seq: r.Seq, time: r.Time.UnixNano(), service: r.Service}
+		if old, ok := s.kv[key]; !ok || old.seq < e.seq {
+			s.kv[key] = e
+		}
 	case OpDelete:
-		delete(s.kv, r.Key)
+		if old, ok := s.kv[key]; ok && old.seq < e.seq {
+			delete(s.kv, key)
+		}
 	case OpEvent:
-		s.events = append(s.events, *r)
+		s.events = append(s.events, event{e})
 	}
+}
+
+// intern returns one copy of each service name. The caller holds idxMu or
+// owns the store exclusively.
+func (s *Store) intern(name string) string {
+	if v, ok := s.services[name]; ok {
+		return v
+	}
+	s.services[name] = name
+	return name
 }
 
 // Put stores value under key, durably, on behalf of service. It returns the
@@ -253,7 +299,7 @@ func (s *Store) Apply(ctx context.Context, service string, muts []Mutation) (uin
 		return 0, err
 	}
 	defer s.inflight.Done()
-	if err := s.reserve(ctx, len(req.recs)); err != nil {
+	if err := s.reserve(ctx, len(req.recs), req.bytes); err != nil {
 		return 0, err
 	}
 	return s.submit(ctx, req)
@@ -277,6 +323,7 @@ func (s *Store) newRequest(service string, muts []Mutation) (*request, error) {
 		}
 		req.recs[i] = Record{Op: m.Op, Key: m.Key, Value: slices.Clone(m.Value), Service: service}
 		size += recordSize(&req.recs[i])
+		req.bytes += len(m.Key) + len(m.Value)
 	}
 	if size > maxFrame {
 		return nil, fmt.Errorf("%w: batch of %d bytes, the limit is %d", ErrTooLarge, size, maxFrame)
@@ -331,7 +378,7 @@ func (s *Store) refusingLocked() bool {
 
 // reserve waits until n more records fit in the buffer, for at most
 // Options.BufferWait.
-func (s *Store) reserve(ctx context.Context, n int) error {
+func (s *Store) reserve(ctx context.Context, n, bytes int) error {
 	var timer *time.Timer
 	for {
 		s.mu.Lock()
@@ -339,8 +386,9 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 		case s.refusingLocked():
 			s.mu.Unlock()
 			return s.failed
-		case s.buffered+n <= s.opts.Buffer:
+		case s.buffered+n <= s.opts.Buffer && (s.bufBytes+bytes <= s.opts.BufferBytes || s.buffered == 0):
 			s.buffered += n
+			s.bufBytes += bytes
 			s.mu.Unlock()
 			return nil
 		}
@@ -364,9 +412,10 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 }
 
 // release gives n records of buffer back and wakes waiting writers.
-func (s *Store) release(n int) {
+func (s *Store) release(n, bytes int) {
 	s.mu.Lock()
 	s.buffered -= n
+	s.bufBytes -= bytes
 	s.broadcastLocked()
 	s.mu.Unlock()
 }
@@ -383,7 +432,7 @@ func (s *Store) submit(ctx context.Context, req *request) (uint64, error) {
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
-		s.release(len(req.recs))
+		s.release(len(req.recs), req.bytes)
 		return 0, ctx.Err()
 	}
 	select {
@@ -441,19 +490,45 @@ func (s *Store) Err() error {
 	return s.failed
 }
 
-// Get returns the current version of key. The value is a copy.
+// Get returns the current version of key. The value is a copy. A value
+// that cannot be read from its data file is logged and reported absent;
+// Read returns the error.
 func (s *Store) Get(key string) (Entry, bool) {
-	s.idxMu.RLock()
-	e, ok := s.kv[key]
-	s.idxMu.RUnlock()
-	if !ok {
+	e, ok, err := s.Read(key)
+	if err != nil {
+		s.log.Error().Err(err).Str("dir", s.dir).Str("key", key).Msg("state: read failed")
 		return Entry{}, false
 	}
-	return e.export(key), true
+	return e, ok
 }
 
-func (e entry) export(key string) Entry {
-	return Entry{Key: key, Value: slices.Clone(e.value), Seq: e.seq, Service: e.service, Time: time.Unix(0, e.time)}
+// Read returns the current version of key, reading its value from its data
+// file (through the cache) unless it is still in the buffer.
+func (s *Store) Read(key string) (Entry, bool, error) {
+	for {
+		s.idxMu.RLock()
+		e, ok := s.kv[key]
+		s.idxMu.RUnlock()
+		if !ok {
+			return Entry{}, false, nil
+		}
+		v, err := s.valueOf(&e)
+		if errors.Is(err, errMoved) {
+			continue // compacted meanwhile: the index points at the new file
+		}
+		if err != nil {
+			return Entry{}, false, err
+		}
+		return Entry{Key: key, Value: v, Seq: e.seq, Service: e.service, Time: time.Unix(0, e.time)}, true, nil
+	}
+}
+
+// valueOf returns a copy of e's value.
+func (s *Store) valueOf(e *entry) ([]byte, error) {
+	if e.file == nil {
+		return slices.Clone(e.value), nil
+	}
+	return s.readValue(e.file, e.row)
 }
 
 // List returns the keys starting with prefix, sorted.
@@ -488,7 +563,19 @@ func (s *Store) Scan(prefix string, fn func(Entry) bool) {
 	s.idxMu.RUnlock()
 	slices.SortFunc(snap, func(a, b kv) int { return strings.Compare(a.k, b.k) })
 	for _, x := range snap {
-		if !fn(x.e.export(x.k)) {
+		v, err := s.valueOf(&x.e)
+		if errors.Is(err, errMoved) {
+			e, ok, err2 := s.Read(x.k) // compacted meanwhile; a newer version is fine
+			if !ok {
+				continue
+			}
+			v, err, x.e.seq, x.e.service, x.e.time = e.Value, err2, e.Seq, e.Service, e.Time.UnixNano()
+		}
+		if err != nil {
+			s.log.Error().Err(err).Str("dir", s.dir).Str("key", x.k).Msg("state: scan stopped: read failed")
+			return
+		}
+		if !fn(Entry{Key: x.k, Value: v, Seq: x.e.seq, Service: x.e.service, Time: time.Unix(0, x.e.time)}) {
 			return
 		}
 	}
@@ -497,19 +584,50 @@ func (s *Store) Scan(prefix string, fn func(Entry) bool) {
 // Events returns up to limit events with a seq greater than since, oldest
 // first. Their values are copies.
 func (s *Store) Events(since uint64, limit int) []Record {
-	s.idxMu.RLock()
-	defer s.idxMu.RUnlock()
-	i, _ := slices.BinarySearchFunc(s.events, since+1, func(r Record, seq uint64) int { return cmpUint(r.Seq, seq) })
-	n := min(limit, len(s.events)-i)
-	if n <= 0 {
-		return nil
-	}
-	out := make([]Record, n)
-	for j := range out {
-		out[j] = s.events[i+j]
-		out[j].Value = slices.Clone(out[j].Value)
-	}
+	var out []Record
+	_ = s.EachEvent(since, limit, 0, func(r Record) error { out = append(out, r); return nil })
 	return out
+}
+
+// EachEvent calls fn with up to limit events with a seq greater than since,
+// oldest first, reading each body from disk as it goes; it stops once the
+// bodies passed weigh maxBytes or more (0: no limit; the first event is
+// always passed). It returns fn's error or a read error.
+func (s *Store) EachEvent(since uint64, limit, maxBytes int, fn func(Record) error) error {
+	if since == ^uint64(0) {
+		return nil // nothing can come after the last seq (since+1 would wrap to 0)
+	}
+	next, bytes := since+1, 0
+outer:
+	for n := 0; n < limit; {
+		s.idxMu.RLock()
+		i, _ := slices.BinarySearchFunc(s.events, next, func(e event, seq uint64) int { return cmpUint(e.seq, seq) })
+		batch := s.events[i:min(len(s.events), i+min(64, limit-n))]
+		batch = slices.Clone(batch)
+		s.idxMu.RUnlock()
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, e := range batch {
+			v, err := s.valueOf(&e.entry)
+			if errors.Is(err, errMoved) {
+				continue outer // compacted: look it up again
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(Record{Seq: e.seq, Op: OpEvent, Value: v, Service: e.service, Time: time.Unix(0, e.time)}); err != nil {
+				return err
+			}
+			n++
+			next = e.seq + 1
+			bytes += len(v)
+			if (maxBytes > 0 && bytes >= maxBytes) || n >= limit {
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // Flush writes every record acknowledged so far into Parquet files and
@@ -600,6 +718,9 @@ func (s *Store) Close() error {
 	}
 	if err2 := s.wal.close(); err == nil {
 		err = err2
+	}
+	for _, d := range s.files {
+		d.close()
 	}
 	if err2 := s.lock.Unlock(); err2 != nil && err == nil {
 		err = fmt.Errorf("unlock %s: %w", s.lock.Path(), err2)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,10 @@ import (
 
 // maxEventsPerPage bounds GET /v1/events.
 const maxEventsPerPage = 1000
+
+// maxEventPageBytes bounds the event bodies of one page of GET /v1/events
+// (at least one event is always sent).
+const maxEventPageBytes = 4 << 20
 
 // Event is an element of GET /v1/events.
 type Event struct {
@@ -137,7 +142,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) {
 	if !ok {
 		return
 	}
-	e, found := s.store.Get(key)
+	e, found, err := s.store.Read(key)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
 	if !found {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no key %q", key))
 		return
@@ -197,12 +206,31 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be 1..%d", maxEventsPerPage))
 		return
 	}
-	recs := s.store.Events(since, int(min(limit, maxEventsPerPage)))
-	out := make([]Event, len(recs))
-	for i, e := range recs {
-		out[i] = Event{Seq: e.Seq, Time: e.Time.UTC(), Service: e.Service, Event: json.RawMessage(e.Value)}
+	// Streamed: one event body at a time from disk, the page cut once its
+	// bodies weigh maxEventPageBytes (the client asks again with since =
+	// the last seq it got).
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	_ = bw.WriteByte('[')
+	first := true
+	err = s.store.EachEvent(since, int(min(limit, maxEventsPerPage)), maxEventPageBytes, func(e state.Record) error {
+		if !first {
+			_ = bw.WriteByte(',')
+		}
+		first = false
+		return enc.Encode(Event{Seq: e.Seq, Time: e.Time.UTC(), Service: e.Service, Event: json.RawMessage(e.Value)})
+	})
+	if err != nil {
+		// The status is sent: cut the body short so the client sees bad JSON
+		// rather than a silently short page.
+		s.opts.Log.Error().Err(err).Str("capsule", s.opts.Capsule).Msg("state proxy: reading events failed")
+		_ = bw.Flush()
+		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	_, _ = bw.WriteString("]\n")
+	_ = bw.Flush()
 }
 
 func uintParam(v string, def uint64) (uint64, error) {
@@ -221,9 +249,8 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("format must be %q or %q", state.FormatParquet, state.FormatJSONL))
 		return
 	}
-	recs := s.store.Snapshot()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := state.WriteRecords(w, f, recs); err != nil {
+	if err := s.store.Export(w, f); err != nil {
 		s.opts.Log.Error().Err(err).Str("capsule", s.opts.Capsule).Msg("state proxy: export failed")
 	}
 }

@@ -49,7 +49,8 @@ type CapsuleStatus struct {
 	Adopted  bool                       `json:"adopted,omitempty"`
 	// Seccomp is the capsule's system call filter: default, unconfined or
 	// "profile FILE" (SeccompMode).
-	Seccomp string `json:"seccomp,omitempty"`
+	Seccomp string      `json:"seccomp,omitempty"`
+	Storage *StateUsage `json:"storage,omitempty"` // the state store against its quota
 }
 
 // DaemonEvent is a supervision event of one capsule's service.
@@ -339,6 +340,7 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		}
 		if m.sup != nil && m.state == "running" {
 			st.Services = m.sup.Status()
+			st.Storage = m.inst.StateUsage()
 		}
 		out = append(out, st)
 	}

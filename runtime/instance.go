@@ -110,6 +110,12 @@ type Options struct {
 	WithoutLimits bool
 
 	rootless bool // set by Create for a user whose delegated subtree holds the limits
+	// The operator's limits on each capsule's state (host.yml's state:
+	// section; see runtime/state.go for the defaults).
+	StateQuota          int64         // bytes; 0: DefaultStateQuota, <0: none
+	EventRetentionCount int           // newest events kept; 0: all
+	EventRetentionAge   time.Duration // older events dropped; 0: none
+	MaxTokensCeiling    int           // ceiling on MAX_TOKENS_PER_MIN; 0: proxy.DefaultMaxRatePerMin
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }

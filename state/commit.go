@@ -139,6 +139,7 @@ func (s *Store) commit(group []*request, buf []byte) []byte {
 			return buf
 		}
 		s.noteCommit(n, time.Since(start))
+		s.stats.logBytes.Add(int64(len(buf)))
 		s.recovered()
 		s.publish(group)
 		s.seq = seq
@@ -169,10 +170,15 @@ func (s *Store) noteCommit(n int, d time.Duration) {
 // the next flush.
 func (s *Store) publish(group []*request) {
 	s.idxMu.Lock()
+	events := false
 	for _, req := range group {
 		for i := range req.recs {
 			s.apply(&req.recs[i])
+			events = events || req.recs[i].Op == OpEvent
 		}
+	}
+	if events {
+		s.trimEvents(time.Now())
 	}
 	s.idxMu.Unlock()
 	for _, req := range group {
@@ -345,6 +351,9 @@ func (s *Store) flush(job flushJob) error {
 	s.idxMu.Unlock()
 	s.stats.flushes.Add(1)
 	for _, p := range job.segs {
+		if fi, err := os.Stat(p); err == nil {
+			s.stats.logBytes.Add(-fi.Size())
+		}
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 			// The records are in the manifest's files: the next open
 			// removes a segment that holds nothing newer.

@@ -68,6 +68,7 @@ func (s *Store) compact() error {
 		return w.write(r)
 	}
 	var pending *Record
+	cut := s.eventsCut.Load()
 	for {
 		r, err := m.next()
 		if err != nil {
@@ -83,6 +84,9 @@ func (s *Store) compact() error {
 				return fmt.Errorf("compact: %w", err)
 			}
 			pending = nil
+		}
+		if r.Op == OpEvent && r.Seq <= cut {
+			continue // past the event retention
 		}
 		if r.Op == OpEvent {
 			if err := emit(r); err != nil {

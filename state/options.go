@@ -42,6 +42,16 @@ type Options struct {
 	// BufferBytes bounds the values held in the buffer (acknowledged, not
 	// yet flushed) in bytes (default 8 MiB; a flush starts at half).
 	BufferBytes int
+	// Quota bounds the bytes of the state directory: the current data files
+	// and the log (0: none). A write that would go over it fails with
+	// ErrQuota (507 through the proxy); deletes are always let through.
+	Quota int64
+	// EventRetentionCount keeps only the newest this many events (0: all).
+	EventRetentionCount int
+	// EventRetentionAge drops events older than this (0: none). Dropped
+	// events disappear from reads at once and from the files at the next
+	// compaction that merges them.
+	EventRetentionAge time.Duration
 	// Log receives recovery and failure reports. The zero Logger is silent.
 	Log zerolog.Logger
 	// OnCommit, if set, is called by the committer after every group commit

@@ -46,6 +46,9 @@ type Store struct {
 	events   []event           // by seq
 	services map[string]string // interned service names
 	cache    *pageCache
+	// eventsCut: events up to this seq are past the retention; a
+	// compaction leaves them out.
+	eventsCut atomic.Uint64
 
 	// Owned by the committer goroutine.
 	wal      *wal
@@ -107,7 +110,8 @@ type flushWaiter struct {
 
 type counters struct {
 	commits, fsyncs, records, flushes, compactions, manifestGen, seq atomic.Uint64
-	files, fileBytes                                                 atomic.Int64
+	quotaRefused, eventsDropped                                      atomic.Uint64
+	files, fileBytes, logBytes                                       atomic.Int64
 	lastFlushNanos                                                   atomic.Int64
 }
 
@@ -215,6 +219,9 @@ func (s *Store) recover() error {
 	for _, sg := range segs {
 		next = sg.index + 1
 		if sg.maxSeq > man.Seq {
+			if fi, err := os.Stat(sg.path); err == nil {
+				s.stats.logBytes.Add(fi.Size())
+			}
 			s.memSegs = append(s.memSegs, sg.path)
 		} else if err := os.Remove(sg.path); err != nil {
 			return fmt.Errorf("remove flushed log segment: %w", err)
@@ -224,6 +231,7 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.refreshFileStats(man)
+	s.trimEvents(time.Now())
 	s.stats.seq.Store(s.seq)
 	s.stats.manifestGen.Store(man.Generation)
 	s.log.Debug().Str("dir", s.dir).Uint64("seq", s.seq).Int("replayed", len(s.mem)).Int("files", len(man.Files)).Msg("state: opened")
@@ -257,6 +265,31 @@ func (s *Store) applyAt(op Op, key string, e entry) {
 		}
 	case OpEvent:
 		s.events = append(s.events, event{e})
+	}
+}
+
+// trimEvents drops the events the retention no longer keeps from the
+// index; compactions drop them from the files. The caller holds idxMu or
+// owns the store exclusively.
+func (s *Store) trimEvents(now time.Time) {
+	drop := 0
+	if c := s.opts.EventRetentionCount; c > 0 && len(s.events) > c {
+		drop = len(s.events) - c
+	}
+	if a := s.opts.EventRetentionAge; a > 0 {
+		oldest := now.Add(-a).UnixNano()
+		for drop < len(s.events) && s.events[drop].time < oldest {
+			drop++
+		}
+	}
+	if drop == 0 {
+		return
+	}
+	s.eventsCut.Store(s.events[drop-1].seq)
+	s.stats.eventsDropped.Add(uint64(drop))
+	s.events = s.events[drop:]
+	if cap(s.events) > 2*len(s.events)+1024 {
+		s.events = slices.Clone(s.events) // let the dropped front go
 	}
 }
 
@@ -296,6 +329,10 @@ func (s *Store) Apply(ctx context.Context, service string, muts []Mutation) (uin
 		return 0, err
 	}
 	if err := s.admit(ctx, len(req.recs)); err != nil {
+		return 0, err
+	}
+	if err := s.checkQuota(req); err != nil {
+		s.inflight.Done()
 		return 0, err
 	}
 	defer s.inflight.Done()
@@ -367,6 +404,29 @@ func (s *Store) admit(ctx context.Context, _ int) error {
 		return s.failed
 	}
 	s.inflight.Add(1)
+	return nil
+}
+
+// checkQuota refuses a write that would take the state directory over
+// Options.Quota. Batches of deletes only are always let through: they are
+// how a capsule frees space (a compaction reclaims it).
+func (s *Store) checkQuota(req *request) error {
+	if s.opts.Quota <= 0 {
+		return nil
+	}
+	deletes := true
+	for i := range req.recs {
+		deletes = deletes && req.recs[i].Op == OpDelete
+	}
+	if deletes {
+		return nil
+	}
+	files, logBytes := s.stats.fileBytes.Load(), s.stats.logBytes.Load()
+	if used := files + logBytes + int64(req.bytes); used > s.opts.Quota {
+		s.stats.quotaRefused.Add(1)
+		return fmt.Errorf("%w: the write of %d bytes would bring the state to %d bytes (data files %d, log %d), the quota is %d; delete keys to free space",
+			ErrQuota, req.bytes, used, files, logBytes, s.opts.Quota)
+	}
 	return nil
 }
 
@@ -598,6 +658,10 @@ func (s *Store) EachEvent(since uint64, limit, maxBytes int, fn func(Record) err
 		return nil // nothing can come after the last seq (since+1 would wrap to 0)
 	}
 	next, bytes := since+1, 0
+	var oldest int64
+	if s.opts.EventRetentionAge > 0 {
+		oldest = time.Now().Add(-s.opts.EventRetentionAge).UnixNano()
+	}
 outer:
 	for n := 0; n < limit; {
 		s.idxMu.RLock()
@@ -609,6 +673,10 @@ outer:
 			return nil
 		}
 		for _, e := range batch {
+			if e.time < oldest {
+				next = e.seq + 1 // past the retention age (dropped at the next write)
+				continue
+			}
 			v, err := s.valueOf(&e.entry)
 			if errors.Is(err, errMoved) {
 				continue outer // compacted: look it up again
@@ -659,6 +727,13 @@ type Stats struct {
 	Compactions uint64
 	LastFlush   time.Duration
 	Failed      error
+	// Quota is Options.Quota (0: none); Used the bytes it is checked
+	// against: the current data files and the log.
+	Quota, Used  int64
+	QuotaRefused uint64 // writes refused over quota since Open
+	// EventsDropped counts events dropped by the retention since Open.
+	EventsDropped uint64
+	CacheBytes    int // decoded value pages held in memory
 }
 
 // Stats returns the store's counters.
@@ -676,6 +751,9 @@ func (s *Store) Stats() Stats {
 		Commits: s.stats.commits.Load(), Fsyncs: s.stats.fsyncs.Load(), Records: s.stats.records.Load(),
 		Flushes: s.stats.flushes.Load(), Compactions: s.stats.compactions.Load(),
 		LastFlush: time.Duration(s.stats.lastFlushNanos.Load()),
+		Quota:     s.opts.Quota, Used: s.stats.fileBytes.Load() + s.stats.logBytes.Load(),
+		QuotaRefused: s.stats.quotaRefused.Load(), EventsDropped: s.stats.eventsDropped.Load(),
+		CacheBytes: s.cache.used(),
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
 	"github.com/tori-run/tori-run/runtime"
@@ -144,4 +146,40 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 	}
 	state.AddCommand(get, put, ls, export, check, repair)
 	return state
+}
+
+// stateLimits are the operator's limits on every capsule's state, as flags
+// of run and daemon (the host configuration's state: section maps onto the
+// same runtime.Options fields).
+type stateLimits struct {
+	quota   string
+	count   int
+	age     time.Duration
+	ceiling int
+}
+
+func (l *stateLimits) register(c *cobra.Command) {
+	c.Flags().StringVar(&l.quota, "state-quota", "", "bytes each capsule's state may take on disk, e.g. 512M, 1G; \"none\" for no quota (default 1G)")
+	c.Flags().IntVar(&l.count, "event-retention-count", 0, "keep only the newest N events of each capsule (default: all)")
+	c.Flags().DurationVar(&l.age, "event-retention-age", 0, "drop events older than this, e.g. 720h (default: none)")
+	c.Flags().IntVar(&l.ceiling, "max-tokens-ceiling", 0, fmt.Sprintf("ceiling on a capsule's MAX_TOKENS_PER_MIN (default %d)", runtime.DefaultMaxTokensCeiling))
+}
+
+func (l *stateLimits) apply(o *runtime.Options) error {
+	switch l.quota {
+	case "":
+	case "none", "0":
+		o.StateQuota = -1
+	default:
+		n, err := units.RAMInBytes(l.quota)
+		if err != nil || n <= 0 {
+			return usagef("--state-quota %q: expected a size such as 512M or 1G, or none", l.quota)
+		}
+		o.StateQuota = n
+	}
+	if l.count < 0 || l.age < 0 || l.ceiling < 0 {
+		return usagef("--event-retention-count, --event-retention-age and --max-tokens-ceiling cannot be negative")
+	}
+	o.EventRetentionCount, o.EventRetentionAge, o.MaxTokensCeiling = l.count, l.age, l.ceiling
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/state"
@@ -208,5 +210,48 @@ func TestFullDiskRecovers(t *testing.T) {
 	}
 	if err := s.stop(t); err != nil {
 		t.Errorf("Close: %v", err)
+	}
+}
+
+func TestQuotaIs507(t *testing.T) {
+	h := startProxy(t, state.Options{Quota: 16 << 10}, Options{RatePerMin: 1 << 20, Burst: 1 << 10})
+	big := strings.Repeat("v", 8<<10)
+	var resp *http.Response
+	var body string
+	for i := range 10 {
+		resp, body = h.raw(t, "PUT", fmt.Sprintf("/v1/kv/k%d", i), strings.NewReader(big))
+		if resp.StatusCode != http.StatusNoContent {
+			break
+		}
+	}
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(body, "quota is 16384") || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("over quota: %d %q, want 507 with a JSON body naming the quota", resp.StatusCode, body)
+	}
+	if resp, body := h.raw(t, "DELETE", "/v1/kv/k0", nil); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("delete over quota: %d %s", resp.StatusCode, body)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.track("q", h.store)
+	n, err := testutil.GatherAndCount(reg, "tori_state_quota_bytes", "tori_state_used_bytes", "tori_state_quota_refused_total")
+	if err != nil || n != 3 {
+		t.Errorf("quota metrics: %d series, %v", n, err)
+	}
+}
+
+func TestRateCeiling(t *testing.T) {
+	h := startProxy(t, state.Options{}, Options{RatePerMin: 1_000_000, MaxRatePerMin: 600})
+	if got := h.srv.opts.RatePerMin; got != 600 {
+		t.Errorf("MAX_TOKENS_PER_MIN 1000000 under a ceiling of 600: rate %d/min", got)
+	}
+	if got := float64(h.srv.limiter.Limit()) * 60; got != 600 {
+		t.Errorf("the token bucket refills %v a minute, want 600", got)
+	}
+	h2 := startProxy(t, state.Options{}, Options{RatePerMin: 1_000_000})
+	if got := h2.srv.opts.RatePerMin; got != DefaultMaxRatePerMin {
+		t.Errorf("no ceiling given: rate %d/min, want the default ceiling %d", got, DefaultMaxRatePerMin)
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +102,41 @@ func TestSinceMaxUint64ReturnsNothing(t *testing.T) {
 	}
 	if evs := s.Events(^uint64(0), 10); len(evs) != 0 {
 		t.Errorf("Events(2^64-1) = %v, want none (since+1 must not wrap to 0)", evs)
+	}
+}
+
+func TestNewFoldersAreSyncedIntoTheirParent(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("needs strace")
+	}
+	if os.Getenv("TORI_STATE_MKDIR_CHILD") != "" {
+		s, err := Open(os.Getenv("TORI_STATE_MKDIR_CHILD"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		return
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "cap")
+	cmd := exec.Command("strace", "-f", "-e", "trace=openat,fsync,mkdir,mkdirat", "-o", filepath.Join(root, "trace"), os.Args[0], "-test.run=^TestNewFoldersAreSyncedIntoTheirParent$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "TORI_STATE_MKDIR_CHILD="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	trace, _ := os.ReadFile(filepath.Join(root, "trace"))
+	// Each new folder's parent is opened and fsynced after the mkdir.
+	for _, parent := range []string{root, filepath.Join(root, "a"), dir} {
+		re := regexp.MustCompile(`openat\(AT_FDCWD, "` + regexp.QuoteMeta(parent) + `", [^)]*\) = (\d+)`)
+		ms := re.FindAllStringSubmatch(string(trace), -1)
+		synced := false
+		for _, m := range ms {
+			if strings.Contains(string(trace), "fsync("+m[1]+")") {
+				synced = true
+			}
+		}
+		if !synced {
+			t.Errorf("folder %s was not fsynced after a folder was created in it", parent)
+		}
 	}
 }

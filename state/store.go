@@ -129,7 +129,7 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		flushCodec: fastCodec,
 	}
 	for _, d := range []string{dir, s.walDir, s.dataDir, s.manDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := mkdirAllSync(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create state folder: %w", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -79,6 +80,17 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 		Use: "export NAME [--format parquet|jsonl] [-o FILE]", Short: "Write a capsule's state as one compacted Parquet file or JSON lines",
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if format == "" {
+				// From the file's extension; --format wins.
+				switch strings.ToLower(filepath.Ext(output)) {
+				case ".parquet":
+					format = "parquet"
+				case ".jsonl", ".ndjson", ".json", "":
+					format = "jsonl"
+				default:
+					return usagef("export: cannot tell the format from %q: name it .parquet or .jsonl, or give --format", output)
+				}
+			}
 			if format != "parquet" && format != "jsonl" {
 				return usagef("export: --format %q: expected parquet or jsonl", format)
 			}
@@ -102,7 +114,7 @@ state proxy's admin socket (root only); otherwise by opening its state folder
 			})
 		},
 	}
-	export.Flags().StringVar(&format, "format", "jsonl", "parquet or jsonl")
+	export.Flags().StringVar(&format, "format", "", "parquet or jsonl (default: from -o's extension, .parquet or .jsonl; jsonl on standard output)")
 	export.Flags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
 	printReport := func(rep runtime.StateReport, verb string) {
 		fmt.Fprintf(g.stdout, "manifest %d: %d data files, %d log segments, %d intact records\n", rep.Manifest, rep.Files, rep.Segments, rep.Records)

@@ -159,7 +159,10 @@ type fileCursor struct {
 func newMerger(files []*dataFile) (*merger, error) {
 	m := &merger{}
 	for _, d := range files {
-		c := &fileCursor{r: parquet.NewGenericReader[Row](d.f), buf: make([]Row, 2), d: d}
+		// Read ahead about 512 KiB of rows a file: many small rows, or two
+		// large ones (values go up to 1 MiB).
+		per := max(1, d.meta.Size/max(1, d.meta.Rows))
+		c := &fileCursor{r: parquet.NewGenericReader[Row](d.f), buf: make([]Row, min(256, max(2, (512<<10)/per))), d: d}
 		if err := c.advance(); err != nil {
 			m.close()
 			return nil, err

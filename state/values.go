@@ -27,7 +27,8 @@ type dataFile struct {
 	path   string
 	f      *os.File
 	pf     *parquet.File
-	starts []int64 // first row of each row group
+	starts []int64   // first row of each row group
+	pages  [][]int64 // per row group, the first row of each page of the value column
 
 	mu     sync.RWMutex // readers hold it shared; close takes it
 	closed bool
@@ -50,9 +51,19 @@ func openDataFile(dir string, meta fileMeta) (*dataFile, error) {
 	}
 	d := &dataFile{meta: meta, path: path, f: f, pf: pf}
 	var n int64
-	for _, rg := range pf.RowGroups() {
+	for i, rg := range pf.RowGroups() {
 		d.starts = append(d.starts, n)
 		n += rg.NumRows()
+		oi, err := rg.ColumnChunks()[valueColumn].OffsetIndex()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%w: data file %s row group %d: offset index: %w", ErrCorrupt, path, i, err)
+		}
+		firsts := make([]int64, oi.NumPages())
+		for p := range firsts {
+			firsts[p] = oi.FirstRowIndex(p)
+		}
+		d.pages = append(d.pages, firsts)
 	}
 	if n != meta.Rows {
 		f.Close()
@@ -173,20 +184,17 @@ func (s *Store) readValue(d *dataFile, row int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: data file %s has no row %d", ErrCorrupt, d.path, row)
 	}
 	r := row - d.starts[rg]
-	cc := d.pf.RowGroups()[rg].ColumnChunks()[valueColumn]
-	oi, err := cc.OffsetIndex()
-	if err != nil {
-		return nil, fmt.Errorf("%w: data file %s: offset index: %w", ErrCorrupt, d.path, err)
-	}
-	n := oi.NumPages()
-	page := sort.Search(n, func(i int) bool { return oi.FirstRowIndex(i) > r }) - 1
+	firsts := d.pages[rg]
+	page := sort.Search(len(firsts), func(i int) bool { return firsts[i] > r }) - 1
 	if page < 0 {
 		return nil, fmt.Errorf("%w: data file %s: no page holds row %d", ErrCorrupt, d.path, row)
 	}
 	key := pageKey{d, rg, page}
 	cp := s.cache.get(key)
 	if cp == nil {
-		if cp, err = loadPage(cc, oi.FirstRowIndex(page)); err != nil {
+		var err error
+		cc := d.pf.RowGroups()[rg].ColumnChunks()[valueColumn]
+		if cp, err = loadPage(cc, firsts[page]); err != nil {
 			return nil, fmt.Errorf("%w: data file %s row group %d page %d: %w", ErrCorrupt, d.path, rg, page, err)
 		}
 		s.cache.put(key, cp)

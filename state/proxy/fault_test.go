@@ -255,3 +255,37 @@ func TestRateCeiling(t *testing.T) {
 		t.Errorf("no ceiling given: rate %d/min, want the default ceiling %d", got, DefaultMaxRatePerMin)
 	}
 }
+
+func TestBatchIsOneAtomicCommit(t *testing.T) {
+	h := startProxy(t, state.Options{}, Options{RatePerMin: 1 << 20, Burst: 1 << 10})
+	ctx := context.Background()
+	if err := h.cl.Put(ctx, "b/gone", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	commits := h.store.Stats().Commits
+	ops := []client.Op{{Key: "b/a", Value: []byte("one")}, {Key: "b/bin", Value: []byte{0, 0xff}}, {Delete: true, Key: "b/gone"}, {Event: []byte(`{"n":1}`)}}
+	seq, err := h.cl.Batch(ctx, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.store.Stats().Commits - commits; got != 1 {
+		t.Errorf("a batch of %d took %d commits, want 1", len(ops), got)
+	}
+	for k, want := range map[string]string{"b/a": "one", "b/bin": "\x00\xff"} {
+		if v, err := h.cl.Get(ctx, k); err != nil || string(v) != want {
+			t.Errorf("after the batch %s = %q, %v", k, v, err)
+		}
+	}
+	if _, err := h.cl.Get(ctx, "b/gone"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("deleted by the batch: %v", err)
+	}
+	if evs, err := h.cl.Events(ctx, seq-1, 1); err != nil || len(evs) != 1 || evs[0].Seq != seq {
+		t.Errorf("the batch's event: %+v %v (seq %d)", evs, err, seq)
+	}
+	if _, err := h.cl.Batch(ctx, []client.Op{{Key: "b/ok", Value: []byte("v")}, {Key: "bad\x01", Value: []byte("v")}}); err == nil {
+		t.Error("a batch with a bad key was accepted")
+	}
+	if _, err := h.cl.Get(ctx, "b/ok"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("half a refused batch was applied: %v", err)
+	}
+}

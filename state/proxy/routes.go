@@ -44,6 +44,7 @@ func (s *Server) routes(admin bool) http.Handler {
 	h("GET /v1/kv", false, s.list)
 	h("POST /v1/events", true, s.postEvent)
 	h("GET /v1/events", false, s.getEvents)
+	h("POST /v1/batch", true, s.batch)
 	if admin {
 		h("GET /v1/export", false, s.export)
 	}
@@ -253,4 +254,88 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, _ string) {
 	if err := s.store.Export(w, f); err != nil {
 		s.opts.Log.Error().Err(err).Str("capsule", s.opts.Capsule).Msg("state proxy: export failed")
 	}
+}
+
+// BatchOp is one operation of POST /v1/batch: {"op":"put","key":K,"value":V}
+// (V a string; "value_base64" for bytes), {"op":"delete","key":K} or
+// {"op":"event","event":JSON}.
+type BatchOp struct {
+	Op          string          `json:"op"`
+	Key         string          `json:"key,omitempty"`
+	Value       *string         `json:"value,omitempty"`
+	ValueBase64 []byte          `json:"value_base64,omitempty"`
+	Event       json.RawMessage `json:"event,omitempty"`
+}
+
+// BatchRequest is the body of POST /v1/batch.
+type BatchRequest struct {
+	Ops []BatchOp `json:"ops"`
+}
+
+// maxBatchBody bounds the body of POST /v1/batch.
+const maxBatchBody = 16 << 20
+
+// batch applies every operation atomically with one durable commit (one
+// fsync shared with whatever else is committing) and answers {"seq": N},
+// the seq of its last record. It spends one token: a batch is one request.
+func (s *Server) batch(w http.ResponseWriter, r *http.Request, service string) {
+	body, ok := readBody(w, r, maxBatchBody)
+	if !ok {
+		return
+	}
+	var req BatchRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "batch: body must be {\"ops\": [...]}: "+err.Error())
+		return
+	}
+	if len(req.Ops) == 0 {
+		writeError(w, http.StatusBadRequest, "batch: no ops")
+		return
+	}
+	muts := make([]state.Mutation, len(req.Ops))
+	for i, op := range req.Ops {
+		m := state.Mutation{Key: op.Key}
+		switch op.Op {
+		case "put":
+			m.Op = state.OpPut
+			switch {
+			case op.Value != nil && op.ValueBase64 != nil:
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: value and value_base64 both given", i))
+				return
+			case op.Value != nil:
+				m.Value = []byte(*op.Value)
+			default:
+				m.Value = op.ValueBase64
+			}
+		case "delete":
+			m.Op = state.OpDelete
+		case "event":
+			m.Op = state.OpEvent
+			if op.Key != "" || !json.Valid(op.Event) {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: an event has no key and one JSON value in \"event\"", i))
+				return
+			}
+			m.Value = op.Event
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: op %q: expected put, delete or event", i, op.Op))
+			return
+		}
+		if m.Op != state.OpEvent {
+			if err := state.ValidateKey(m.Key, s.opts.MaxKey); err != nil {
+				s.storeError(w, r, fmt.Errorf("batch op %d: %w", i, err))
+				return
+			}
+		}
+		if len(m.Value) > s.opts.MaxValue {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch op %d: value of %d bytes, the limit is %d", i, len(m.Value), s.opts.MaxValue))
+			return
+		}
+		muts[i] = m
+	}
+	seq, err := s.store.Apply(r.Context(), service, muts)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PostEventResponse{Seq: seq})
 }

@@ -452,7 +452,7 @@ func (s *Store) reserve(ctx context.Context, n, bytes int) error {
 			s.mu.Unlock()
 			return nil
 		}
-		freed, flushErr := s.freed, s.flushErr
+		freed := s.freed
 		s.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(s.opts.BufferWait)
@@ -461,6 +461,9 @@ func (s *Store) reserve(ctx context.Context, n, bytes int) error {
 		select {
 		case <-freed:
 		case <-timer.C:
+			s.mu.Lock()
+			flushErr := s.flushErr
+			s.mu.Unlock()
 			if flushErr != nil {
 				return fmt.Errorf("%w: %d records waiting to be flushed after %v; the flush fails: %w", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait, flushErr)
 			}

@@ -234,7 +234,7 @@ func TestFlushFailureIsRetried(t *testing.T) {
 	dir := t.TempDir()
 	var failing atomic.Bool
 	failing.Store(true)
-	opts := Options{Buffer: 4, BufferWait: 20 * time.Millisecond, FlushInterval: -1, RetryInterval: 5 * time.Millisecond,
+	opts := Options{Buffer: 4, BufferWait: 300 * time.Millisecond, FlushInterval: -1, RetryInterval: 5 * time.Millisecond,
 		syncFile: func(f *os.File) error {
 			if failing.Load() && filepath.Base(filepath.Dir(f.Name())) == "data" {
 				return errors.New("injected EIO on a data file")

@@ -18,7 +18,7 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 GOTAGS    ?= seccomp
 TAGFLAG   := -tags $(GOTAGS)
 
-.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short bench-upgrade-short
+.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short bench-upgrade-short bench-state bench-state-short
 
 all: build
 
@@ -69,6 +69,12 @@ bench-toritest-short: ## toritest's spawn-to-ready benchmark, 3 rounds: it runs 
 
 bench-toritest: ## toritest's spawn-to-ready, 200 rounds: p50/p90 as in docs/TORITEST.md
 	$(GO) test $(TAGFLAG) -run '^$$' -bench '^BenchmarkStart$$' -benchtime 200x -count 1 ./toritest/
+
+bench-state: ## the state store against SQLite, full counts (about 5 minutes; docs/STATE.md)
+	bench/state/bench.sh
+
+bench-state-short: ## the same in a few seconds (-short: 3000 records, 3 s of rate limiter); a smoke check, not numbers
+	$(GO) run ./bench/state -short
 
 lint: $(GOLANGCI) ## go vet, staticcheck, depguard's layering rules, gofmt
 	$(GO) vet $(TAGFLAG) ./...

@@ -305,7 +305,7 @@ func containerCredential(m *specs.Manifest) (*syscall.Credential, error) {
 // kubectl exec or ctr task exec).
 func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
 	m := c.m
-	cs, err := openState(m, o.StateRoot, c.identify, o.Metrics, c.log)
+	cs, err := openState(m, o.StateRoot, c.identify, o.Metrics, c.log, DefaultStateLimits())
 	if err != nil {
 		return nil, fmt.Errorf("capsule state under %s (TORI_STATE_ROOT; mount a volume there): %w", o.StateRoot, err)
 	}

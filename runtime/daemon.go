@@ -56,6 +56,7 @@ type CapsuleStatus struct {
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
 	// Sockets are the capsule's listening sockets' addresses by name.
 	Sockets map[string]string `json:"sockets,omitempty"`
+	Storage *StateUsage       `json:"storage,omitempty"` // the state store against its quota
 }
 
 // DaemonEvent is a supervision event of one capsule's service.
@@ -398,6 +399,7 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		}
 		if m.sup != nil && m.state == "running" {
 			st.Services = m.sup.Status()
+			st.Storage = m.inst.StateUsage()
 		}
 		out = append(out, st)
 	}

@@ -113,6 +113,12 @@ type Options struct {
 	// Shared is what the instances of one capsule share: its listening
 	// sockets and its state store (nil: the instance opens its own).
 	Shared *Shared
+	// The operator's limits on each capsule's state (host.yml's state:
+	// section; see runtime/state.go for the defaults).
+	StateQuota          int64         // bytes; 0: DefaultStateQuota, <0: none
+	EventRetentionCount int           // newest events kept; 0: all
+	EventRetentionAge   time.Duration // older events dropped; 0: none
+	MaxTokensCeiling    int           // ceiling on MAX_TOKENS_PER_MIN; 0: proxy.DefaultMaxRatePerMin
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }

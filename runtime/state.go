@@ -38,6 +38,82 @@ func (o *Options) stateRoot() string {
 	return DefaultStateRoot
 }
 
+// DefaultStateQuota bounds each capsule's state directory unless the
+// operator sets another (Options.StateQuota, --state-quota, host.yml).
+const DefaultStateQuota = 1 << 30
+
+// DefaultMaxTokensCeiling is the ceiling on a capsule's MAX_TOKENS_PER_MIN
+// unless the operator sets another (Options.MaxTokensCeiling).
+const DefaultMaxTokensCeiling = proxy.DefaultMaxRatePerMin
+
+// StateLimits are the operator's bounds on one capsule's state (0: none).
+type StateLimits struct {
+	Quota               int64
+	EventRetentionCount int
+	EventRetentionAge   time.Duration
+	MaxTokensCeiling    int // 0: proxy.DefaultMaxRatePerMin
+}
+
+// DefaultStateLimits are the bounds when the operator sets none.
+func DefaultStateLimits() StateLimits { return StateLimits{Quota: DefaultStateQuota} }
+
+// stateLimits merges the flags (Options' fields, which win) over the host
+// configuration's state: section over the defaults.
+func (o *Options) stateLimits() StateLimits {
+	l := DefaultStateLimits()
+	if o.Host != nil && o.Host.Config != nil {
+		hs := o.Host.Config.State
+		if hs.Quota != nil {
+			l.Quota = int64(min(hs.Quota.Bytes, 1<<62))
+			if hs.Quota.Infinity {
+				l.Quota = 0
+			}
+		}
+		l.EventRetentionCount, l.EventRetentionAge = hs.EventRetention.Count, hs.EventRetention.Age
+		l.MaxTokensCeiling = hs.MaxTokensPerMin
+	}
+	switch {
+	case o.StateQuota > 0:
+		l.Quota = o.StateQuota
+	case o.StateQuota < 0:
+		l.Quota = 0
+	}
+	if o.EventRetentionCount > 0 {
+		l.EventRetentionCount = o.EventRetentionCount
+	}
+	if o.EventRetentionAge > 0 {
+		l.EventRetentionAge = o.EventRetentionAge
+	}
+	if o.MaxTokensCeiling > 0 {
+		l.MaxTokensCeiling = o.MaxTokensCeiling
+	}
+	return l
+}
+
+// StateUsage is a capsule's state store in status: its size against the
+// operator's quota.
+type StateUsage struct {
+	QuotaBytes int64  `json:"quota_bytes"` // 0: none
+	UsedBytes  int64  `json:"used_bytes"`
+	Keys       int    `json:"keys"`
+	Events     int    `json:"events"`
+	Failed     string `json:"failed,omitempty"`
+}
+
+// StateUsage returns the instance's state store usage, or nil when it has
+// none open.
+func (i *Instance) StateUsage() *StateUsage {
+	if i == nil || i.state == nil {
+		return nil
+	}
+	st := i.state.store.Stats()
+	u := &StateUsage{QuotaBytes: st.Quota, UsedBytes: st.Used, Keys: st.Keys, Events: st.Events}
+	if st.Failed != nil {
+		u.Failed = st.Failed.Error()
+	}
+	return u
+}
+
 // capsuleState is an instance's store and the proxy serving it.
 type capsuleState struct {
 	store *state.Store
@@ -54,7 +130,7 @@ func (i *Instance) startState() error {
 	if i.opts.Shared != nil {
 		return i.opts.Shared.serveState(i)
 	}
-	cs, err := openState(i.Manifest, i.opts.stateRoot(), i.identify, i.opts.Metrics, i.Log)
+	cs, err := openState(i.Manifest, i.opts.stateRoot(), i.identify, i.opts.Metrics, i.Log, i.opts.stateLimits())
 	if err != nil {
 		return fmt.Errorf("capsule state: %w", err)
 	}
@@ -101,8 +177,9 @@ func (i *Instance) stopState(ctx context.Context) error {
 // openState opens a capsule's store under stateRoot and makes the proxy
 // that serves it (not listening yet): what run, the daemon and container
 // mode share.
-func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger) (*capsuleState, error) {
-	opts := state.Options{Buffer: m.Settings.StateBuffer, Log: log}
+func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger, lim StateLimits) (*capsuleState, error) {
+	opts := state.Options{Buffer: m.Settings.StateBuffer, Log: log, Quota: lim.Quota,
+		EventRetentionCount: lim.EventRetentionCount, EventRetentionAge: lim.EventRetentionAge}
 	if metrics != nil {
 		opts.OnCommit = metrics.CommitObserver(m.Name)
 	}
@@ -110,7 +187,7 @@ func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string
 	if err != nil {
 		return nil, err
 	}
-	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin,
+	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin, MaxRatePerMin: lim.MaxTokensCeiling,
 		Identify: identify, Metrics: metrics, Log: log})
 	if err != nil {
 		_ = st.Close()
@@ -210,3 +287,18 @@ func (s storeState) Export(_ context.Context, w io.Writer, format string) error 
 }
 
 func (s storeState) Close() error { return s.st.Close() }
+
+// StateReport is what CheckState found or RepairState did.
+type StateReport = state.Report
+
+// CheckState verifies a stopped capsule's state folder (every data file
+// against its SHA-256 name, every log frame) without changing it.
+func CheckState(stateRoot, capsule string) (StateReport, error) {
+	return state.Check(StateDir(stateRoot, capsule))
+}
+
+// RepairState rewrites a stopped capsule's damaged state folder keeping
+// every intact record; the report's Problems say what it dropped.
+func RepairState(stateRoot, capsule string) (StateReport, error) {
+	return state.Repair(StateDir(stateRoot, capsule), state.Options{})
+}

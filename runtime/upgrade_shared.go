@@ -79,7 +79,9 @@ func (s *Shared) serveState(i *Instance) error {
 	defer s.mu.Unlock()
 	if s.store == nil {
 		m := i.Manifest
-		opts := state.Options{Buffer: m.Settings.StateBuffer, Log: i.Log}
+		lim := s.o.stateLimits()
+		opts := state.Options{Buffer: m.Settings.StateBuffer, Log: i.Log, Quota: lim.Quota,
+			EventRetentionCount: lim.EventRetentionCount, EventRetentionAge: lim.EventRetentionAge}
 		if s.o.Metrics != nil {
 			opts.OnCommit = s.o.Metrics.CommitObserver(m.Name)
 		}
@@ -90,7 +92,7 @@ func (s *Shared) serveState(i *Instance) error {
 		s.store = st
 	}
 	srv, err := proxy.New(s.store, proxy.Options{Capsule: i.Manifest.Name, RatePerMin: i.Manifest.Settings.MaxTokensPerMin,
-		Identify: i.identify, Metrics: s.o.Metrics, Log: i.Log})
+		MaxRatePerMin: s.o.stateLimits().MaxTokensCeiling, Identify: i.identify, Metrics: s.o.Metrics, Log: i.Log})
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -16,9 +18,8 @@ type flushJob struct {
 }
 
 type flushResult struct {
-	n      int // records flushed
-	maxSeq uint64
-	err    error
+	job flushJob
+	err error
 }
 
 // committer is the only goroutine that writes the log. It takes every
@@ -33,13 +34,19 @@ func (s *Store) committer(flusherDone chan struct{}) {
 		tick  <-chan time.Time
 	)
 	arm := func() {
-		if s.opts.FlushInterval <= 0 || tick != nil || len(s.mem) == 0 {
+		if tick != nil || len(s.mem) == 0 || s.flushing {
+			return
+		}
+		d := s.opts.FlushInterval
+		if wait := time.Until(s.flushRetryAt); wait > 0 {
+			d = wait // a failed flush is retried, whatever FlushInterval says
+		} else if d <= 0 {
 			return
 		}
 		if timer == nil {
-			timer = time.NewTimer(s.opts.FlushInterval)
+			timer = time.NewTimer(d)
 		} else {
-			timer.Reset(s.opts.FlushInterval)
+			timer.Reset(d)
 		}
 		tick = timer.C
 	}
@@ -62,7 +69,7 @@ func (s *Store) committer(flusherDone chan struct{}) {
 			arm()
 		case <-tick:
 			tick = nil
-			if !s.flushing && len(s.mem) > 0 {
+			if len(s.mem) > 0 {
 				s.startFlush()
 			}
 			arm()
@@ -91,9 +98,23 @@ func (s *Store) drain(group []*request) []*request {
 }
 
 func (s *Store) commit(group []*request, buf []byte) []byte {
-	if err := s.Err(); err != nil {
-		s.answer(group, err)
-		return buf
+	if s.wal.broken {
+		// The last write failed. Until RetryInterval has passed, refuse;
+		// then cut the failed write off, start a new segment and go on.
+		s.mu.Lock()
+		refusing, err := s.refusingLocked(), s.failed
+		s.mu.Unlock()
+		if refusing {
+			s.answer(group, err)
+			return buf
+		}
+		old, err := s.wal.restart()
+		if err != nil {
+			s.fail(err)
+			s.answer(group, s.Err())
+			return buf
+		}
+		s.memSegs = append(s.memSegs, old)
 	}
 	now := time.Now()
 	seq := s.seq
@@ -118,6 +139,8 @@ func (s *Store) commit(group []*request, buf []byte) []byte {
 			return buf
 		}
 		s.noteCommit(n, time.Since(start))
+		s.stats.logBytes.Add(int64(len(buf)))
+		s.recovered()
 		s.publish(group)
 		s.seq = seq
 	}
@@ -128,7 +151,7 @@ func (s *Store) commit(group []*request, buf []byte) []byte {
 			req.done <- nil
 		}
 	}
-	if !s.flushing && len(s.mem) >= s.opts.flushAt() {
+	if s.flushDue() {
 		s.startFlush()
 	}
 	return buf
@@ -147,14 +170,20 @@ func (s *Store) noteCommit(n int, d time.Duration) {
 // the next flush.
 func (s *Store) publish(group []*request) {
 	s.idxMu.Lock()
+	events := false
 	for _, req := range group {
 		for i := range req.recs {
 			s.apply(&req.recs[i])
+			events = events || req.recs[i].Op == OpEvent
 		}
+	}
+	if events {
+		s.trimEvents(time.Now())
 	}
 	s.idxMu.Unlock()
 	for _, req := range group {
 		s.mem = append(s.mem, req.recs...)
+		s.memBytes += req.bytes
 		s.stats.seq.Store(req.seq)
 	}
 }
@@ -162,7 +191,7 @@ func (s *Store) publish(group []*request) {
 func (s *Store) answer(group []*request, err error) {
 	for _, req := range group {
 		if !req.flush {
-			s.release(len(req.recs))
+			s.release(len(req.recs), req.bytes)
 		}
 		req.done <- err
 	}
@@ -180,39 +209,63 @@ func (s *Store) addFlushWaiter(done chan error) {
 }
 
 // startFlush closes the log segment and hands the buffered records to the
-// flusher; from now on the log segments it gets hold only those records.
+// flusher; from now on the log segments it gets hold only those records. It
+// does nothing while a flush runs, while the log waits to be repaired after a
+// failed write (a segment is never rotated past a failed write) or while a
+// failed flush waits for its retry.
 func (s *Store) startFlush() {
+	if s.flushing || len(s.mem) == 0 || s.wal.broken || time.Now().Before(s.flushRetryAt) {
+		return
+	}
 	closed, err := s.wal.rotate()
 	if err != nil {
-		s.fail(err)
-		s.answerWaiters(s.Err())
+		// Nothing is lost: the records stay in the open segment.
+		s.flushFailed(fmt.Errorf("start a new log segment for a flush: %w", err))
 		return
 	}
 	job := flushJob{recs: s.mem, segs: append(s.memSegs, closed), maxSeq: s.seq}
-	s.mem, s.memSegs, s.flushing = nil, nil, true
+	s.mem, s.memSegs, s.memBytes, s.flushing = nil, nil, 0, true
 	s.jobs <- job // never blocks: the flusher has taken the previous job
 }
 
 func (s *Store) flushed(res flushResult) {
 	s.flushing = false
 	if res.err != nil {
-		s.fail(res.err)
-		s.answerWaiters(s.Err())
+		// The records are still in the log segments: take them back and
+		// try again later (a new data file each time, never a second fsync
+		// of a file whose fsync failed).
+		s.mem = append(res.job.recs, s.mem...)
+		s.memBytes += recordBytes(res.job.recs)
+		s.memSegs = append(res.job.segs, s.memSegs...)
+		s.flushFailed(res.err)
 		return
 	}
-	s.release(res.n)
+	s.flushRetryAt = time.Time{}
+	s.setFlushErr(nil)
+	s.release(len(res.job.recs), recordBytes(res.job.recs))
 	kept := s.waiters[:0]
 	for _, w := range s.waiters {
-		if w.seq <= res.maxSeq {
+		if w.seq <= res.job.maxSeq {
 			w.done <- nil
 		} else {
 			kept = append(kept, w)
 		}
 	}
 	s.waiters = kept
-	if len(s.mem) > 0 && (len(s.waiters) > 0 || len(s.mem) >= s.opts.flushAt()) {
+	if len(s.mem) > 0 && (len(s.waiters) > 0 || s.flushDue()) {
 		s.startFlush()
 	}
+}
+
+func (s *Store) flushFailed(err error) {
+	s.log.Error().Err(err).Str("dir", s.dir).Int("records", len(s.mem)).Dur("retry_in", s.opts.RetryInterval).
+		Msg("state: flush failed; the records stay in the log, retrying")
+	s.flushRetryAt = time.Now().Add(s.opts.RetryInterval)
+	if isNoSpace(err) && !errors.Is(err, ErrNoSpace) {
+		err = fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	s.setFlushErr(err)
+	s.answerWaiters(fmt.Errorf("flush: %w", err))
 }
 
 func (s *Store) answerWaiters(err error) {
@@ -233,11 +286,16 @@ func (s *Store) shutdown(flusherDone chan struct{}) {
 		}
 		buf = s.commit(group, buf[:0])
 	}
-	for s.flushing || (len(s.mem) > 0 && s.Err() == nil) {
-		if !s.flushing {
-			s.startFlush()
-			continue
-		}
+	for s.flushing {
+		s.flushed(<-s.results)
+	}
+	// One last try, whatever the retry delay, unless the log failed; if it
+	// fails the records stay in the log for the next open.
+	if s.Err() == nil {
+		s.flushRetryAt = time.Time{}
+		s.startFlush()
+	}
+	for s.flushing {
 		s.flushed(<-s.results)
 	}
 	s.answerWaiters(ErrClosed)
@@ -252,7 +310,7 @@ func (s *Store) flusher(done chan struct{}) {
 		start := time.Now()
 		err := s.flush(job)
 		s.stats.lastFlushNanos.Store(int64(time.Since(start)))
-		s.results <- flushResult{n: len(job.recs), maxSeq: job.maxSeq, err: err}
+		s.results <- flushResult{job: job, err: err}
 		if err == nil {
 			if err := s.compact(); err != nil {
 				// The data is safe in the files already listed; a failed
@@ -271,17 +329,35 @@ func (s *Store) flush(job flushJob) error {
 		return fmt.Errorf("flush %d records: %w", len(job.recs), err)
 	}
 	s.stats.fsyncs.Add(2)
+	d, err := openDataFile(s.dataDir, meta)
+	if err != nil {
+		return fmt.Errorf("flush: reopen the new data file: %w", err)
+	}
 	next := s.man
 	next.Generation++
 	next.Seq = job.maxSeq
 	next.Files = append(append([]fileMeta(nil), s.man.Files...), meta)
 	if err := s.install(next); err != nil {
+		d.close()
 		return err
 	}
+	s.files = append(s.files, d)
+	// The values are in the file now (writeDataFile sorted job.recs: record
+	// i is row i): point the index there and let the buffer's copies go.
+	s.idxMu.Lock()
+	for i := range job.recs {
+		s.relocate(&job.recs[i], d, int64(i))
+	}
+	s.idxMu.Unlock()
 	s.stats.flushes.Add(1)
 	for _, p := range job.segs {
+		if fi, err := os.Stat(p); err == nil {
+			s.stats.logBytes.Add(-fi.Size())
+		}
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("trim log after flush: %w", err)
+			// The records are in the manifest's files: the next open
+			// removes a segment that holds nothing newer.
+			s.log.Warn().Err(err).Str("file", p).Msg("state: could not trim the log after a flush")
 		}
 	}
 	return nil
@@ -300,4 +376,33 @@ func (s *Store) install(m manifest) error {
 		s.log.Warn().Err(err).Str("dir", s.dir).Msg("state: garbage collection failed; retried after the next flush")
 	}
 	return nil
+}
+
+// flushDue: half the buffer, in records or bytes, is used.
+func (s *Store) flushDue() bool {
+	return len(s.mem) >= s.opts.flushAt() || s.memBytes >= s.opts.BufferBytes/2
+}
+
+func recordBytes(recs []Record) int {
+	n := 0
+	for i := range recs {
+		n += len(recs[i].Key) + len(recs[i].Value)
+	}
+	return n
+}
+
+// relocate points the index entry of r, if it is still r's version, at row
+// of d. The caller holds idxMu.
+func (s *Store) relocate(r *Record, d *dataFile, row int64) {
+	switch r.Op {
+	case OpPut:
+		if e, ok := s.kv[r.Key]; ok && e.seq == r.Seq {
+			e.file, e.row, e.value = d, row, nil
+			s.kv[r.Key] = e
+		}
+	case OpEvent:
+		if i, ok := slices.BinarySearchFunc(s.events, r.Seq, func(e event, seq uint64) int { return cmpUint(e.seq, seq) }); ok {
+			s.events[i].file, s.events[i].row, s.events[i].value = d, row, nil
+		}
+	}
 }

@@ -42,7 +42,11 @@ func TestCrashChild(t *testing.T) {
 	}
 	round := os.Getenv(crashRoundEnv)
 	acks := os.NewFile(crashAckFD, "acks")
-	s, err := Open(dir, crashOptions())
+	opts := crashOptions()
+	if images := os.Getenv(crashLossyEnv); images != "" {
+		opts.syncFile = lossySync(images)
+	}
+	s, err := Open(dir, opts)
 	if err != nil {
 		fmt.Fprintf(acks, "X %v\n", err)
 		os.Exit(3)

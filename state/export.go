@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -46,9 +48,58 @@ func (s *Store) Snapshot() []Record {
 }
 
 // Export writes a compacted copy of the state to w: a single Parquet file or
-// JSON lines.
+// JSON lines. It streams: values are read from disk one at a time, so
+// memory does not grow with the state (the key index snapshot aside).
 func (s *Store) Export(w io.Writer, f Format) error {
-	return WriteRecords(w, f, s.Snapshot())
+	switch f {
+	case FormatParquet:
+		rw := newRowWriter(w, nil)
+		// Rows sorted by (key, seq): events (no key) first.
+		if err := s.EachEvent(0, int(^uint(0)>>1), 0, func(r Record) error { return rw.write(&r) }); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		var err error
+		s.Scan("", func(e Entry) bool {
+			err = rw.write(&Record{Seq: e.Seq, Op: OpPut, Key: e.Key, Value: e.Value, Service: e.Service, Time: e.Time})
+			return err == nil
+		})
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		return rw.close()
+	case FormatJSONL:
+		bw := bufio.NewWriter(w)
+		enc := json.NewEncoder(bw)
+		enc.SetEscapeHTML(false)
+		var err error
+		s.Scan("", func(e Entry) bool {
+			err = enc.Encode(jsonLine(&Record{Seq: e.Seq, Op: OpPut, Key: e.Key, Value: e.Value, Service: e.Service, Time: e.Time}))
+			return err == nil
+		})
+		if err == nil {
+			err = s.EachEvent(0, int(^uint(0)>>1), 0, func(r Record) error { return enc.Encode(jsonLine(&r)) })
+		}
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown export format %q (want %q or %q)", f, FormatParquet, FormatJSONL)
+}
+
+// FormatFromPath picks the export format from a file name's extension:
+// .parquet or .jsonl (also .json, .ndjson); ok is false for anything else.
+func FormatFromPath(path string) (Format, bool) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".parquet":
+		return FormatParquet, true
+	case ".jsonl", ".ndjson", ".json":
+		return FormatJSONL, true
+	}
+	return "", false
 }
 
 // WriteRecords writes recs to w in format f. Parquet rows are sorted by key

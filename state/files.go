@@ -1,11 +1,13 @@
 package state
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,7 +16,6 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 )
 
 // Row is the schema of the Parquet files, one row per record (docs/STATE.md).
@@ -44,6 +45,9 @@ func fromRow(w *Row) (Record, error) {
 
 const parquetSuffix = ".parquet"
 
+// rowGroupRows bounds the rows of a row group.
+const rowGroupRows = 4096
+
 // sortRows orders rows by key, then seq: the order the files promise.
 // parquet-go's SortingWriterConfig only records an order, it does not sort.
 func sortRows(rows []Row) {
@@ -57,7 +61,7 @@ func sortRows(rows []Row) {
 
 // writerOptions are the options every data file is written with; codec is
 // a zstd codec (a flush uses a faster level than a compaction).
-func writerOptions(codec *zstd.Codec) []parquet.WriterOption {
+func writerOptions(codec *zstdCodec) []parquet.WriterOption {
 	return []parquet.WriterOption{
 		parquet.Compression(codec),
 		parquet.BloomFilters(parquet.SplitBlockFilter(10, "key")),
@@ -70,14 +74,21 @@ func writerOptions(codec *zstd.Codec) []parquet.WriterOption {
 		}),
 		parquet.SortingWriterConfig(parquet.SortingColumns(parquet.Ascending("key"), parquet.Ascending("seq"))),
 		parquet.CreatedBy("tori-run state", "1", ""),
+		// No min/max of values in the footer and page index: they would copy
+		// whole values (up to 1 MiB each) into metadata every reader loads.
+		parquet.SkipPageBounds("value"),
+		parquet.SkipPageStatistics("value"),
+		// Row groups of a bounded size: Repair salvages a damaged file one
+		// row group at a time (every page carries a CRC).
+		parquet.MaxRowsPerRowGroup(rowGroupRows),
 	}
 }
 
 // encodeRows writes rows, sorted, as a Parquet file to w. A nil codec
 // means parquet-go's default zstd level.
-func encodeRows(w io.Writer, rows []Row, codec *zstd.Codec) error {
+func encodeRows(w io.Writer, rows []Row, codec *zstdCodec) error {
 	if codec == nil {
-		codec = &parquet.Zstd
+		codec = defaultCodec
 	}
 	sortRows(rows)
 	pw := parquet.NewGenericWriter[Row](w, writerOptions(codec)...)
@@ -99,28 +110,162 @@ type fileMeta struct {
 	MaxSeq uint64 `json:"max_seq"`
 }
 
-// writeDataFile writes recs as a new data file in dir, named by the SHA-256
-// of its content, durably.
-func writeDataFile(dir string, recs []Record, codec *zstd.Codec, sync syncFunc) (fileMeta, error) {
-	rows := make([]Row, len(recs))
-	meta := fileMeta{Rows: int64(len(recs)), MinSeq: ^uint64(0)}
-	for i := range recs {
-		rows[i] = toRow(&recs[i])
-		meta.MinSeq = min(meta.MinSeq, recs[i].Seq)
-		meta.MaxSeq = max(meta.MaxSeq, recs[i].Seq)
+// rowWriter streams sorted rows into a Parquet file, closing a row group
+// every rowGroupRows rows or rowGroupBytes bytes of values, so memory stays
+// bounded whatever the data.
+type rowWriter struct {
+	pw         *parquet.GenericWriter[Row]
+	rows       int64
+	groupRows  int
+	groupBytes int
+	buf        []Row
+}
+
+// rowGroupBytes bounds the values of a row group (parquet-go buffers one
+// row group in memory).
+const rowGroupBytes = 2 << 20
+
+func newRowWriter(w io.Writer, codec *zstdCodec) *rowWriter {
+	if codec == nil {
+		codec = defaultCodec
 	}
-	var buf bytes.Buffer
-	if err := encodeRows(&buf, rows, codec); err != nil {
-		return fileMeta{}, fmt.Errorf("encode data file for %s: %w", dir, err)
+	return &rowWriter{pw: parquet.NewGenericWriter[Row](w, writerOptions(codec)...), buf: make([]Row, 0, 64)}
+}
+
+func (w *rowWriter) write(r *Record) error {
+	w.buf = append(w.buf, toRow(r))
+	w.rows++
+	w.groupRows++
+	w.groupBytes += len(r.Value) + len(r.Key)
+	if len(w.buf) == cap(w.buf) || w.groupBytes >= rowGroupBytes || w.groupRows >= rowGroupRows {
+		if err := w.drain(); err != nil {
+			return err
+		}
 	}
-	sum := sha256.Sum256(buf.Bytes())
-	meta.Name = hex.EncodeToString(sum[:]) + parquetSuffix
-	meta.Size = int64(buf.Len())
-	err := publish(dir, meta.Name, sync, func(f *os.File) error {
-		_, err := f.Write(buf.Bytes())
+	if w.groupBytes >= rowGroupBytes || w.groupRows >= rowGroupRows {
+		w.groupRows, w.groupBytes = 0, 0
+		if err := w.pw.Flush(); err != nil {
+			return fmt.Errorf("finish a row group: %w", err)
+		}
+	}
+	return nil
+}
+
+func (w *rowWriter) drain() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if _, err := w.pw.Write(w.buf); err != nil {
+		return fmt.Errorf("write %d rows: %w", len(w.buf), err)
+	}
+	clear(w.buf)
+	w.buf = w.buf[:0]
+	return nil
+}
+
+func (w *rowWriter) close() error {
+	if err := w.drain(); err != nil {
 		return err
+	}
+	if err := w.pw.Close(); err != nil {
+		return fmt.Errorf("finish Parquet file: %w", err)
+	}
+	return nil
+}
+
+// dataWriter streams sorted records into a new data file: a temporary
+// file hashed as it is written, renamed to its SHA-256 once durable.
+type dataWriter struct {
+	dir  string
+	f    *os.File
+	h    hash.Hash
+	bw   *bufio.Writer
+	rw   *rowWriter
+	meta fileMeta
+}
+
+func newDataWriter(dir string, codec *zstdCodec) (*dataWriter, error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	w := &dataWriter{dir: dir, f: f, h: sha256.New(), meta: fileMeta{MinSeq: ^uint64(0)}}
+	w.bw = bufio.NewWriterSize(io.MultiWriter(f, w.h), 256<<10)
+	w.rw = newRowWriter(w.bw, codec)
+	return w, nil
+}
+
+// write appends r; records must come sorted by (key, seq).
+func (w *dataWriter) write(r *Record) error {
+	w.meta.Rows++
+	w.meta.MinSeq = min(w.meta.MinSeq, r.Seq)
+	w.meta.MaxSeq = max(w.meta.MaxSeq, r.Seq)
+	return w.rw.write(r)
+}
+
+// finish makes the file durable under its SHA-256 name.
+func (w *dataWriter) finish(sync syncFunc) (_ fileMeta, err error) {
+	defer func() {
+		if err != nil {
+			w.abort()
+		}
+	}()
+	if err := w.rw.close(); err != nil {
+		return fileMeta{}, fmt.Errorf("write %s: %w", w.f.Name(), err)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fileMeta{}, fmt.Errorf("write %s: %w", w.f.Name(), err)
+	}
+	if err := sync(w.f); err != nil {
+		return fileMeta{}, err
+	}
+	st, err := w.f.Stat()
+	if err != nil {
+		return fileMeta{}, fmt.Errorf("stat %s: %w", w.f.Name(), err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fileMeta{}, fmt.Errorf("close %s: %w", w.f.Name(), err)
+	}
+	w.meta.Size = st.Size()
+	w.meta.Name = hex.EncodeToString(w.h.Sum(nil)) + parquetSuffix
+	final := filepath.Join(w.dir, w.meta.Name)
+	if err := os.Rename(w.f.Name(), final); err != nil {
+		return fileMeta{}, fmt.Errorf("rename %s to %s: %w", w.f.Name(), final, err)
+	}
+	return w.meta, syncDir(w.dir)
+}
+
+func (w *dataWriter) abort() {
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// sortRecords orders records by key, then seq: the order of a data file.
+func sortRecords(recs []Record) {
+	slices.SortFunc(recs, func(a, b Record) int {
+		if c := strings.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Seq, b.Seq)
 	})
-	return meta, err
+}
+
+// writeDataFile sorts recs (in place: record i is row i of the file) and
+// writes them as a new data file in dir, named by the SHA-256 of its
+// content, durably.
+func writeDataFile(dir string, recs []Record, codec *zstdCodec, sync syncFunc) (fileMeta, error) {
+	sortRecords(recs)
+	w, err := newDataWriter(dir, codec)
+	if err != nil {
+		return fileMeta{}, err
+	}
+	for i := range recs {
+		if err := w.write(&recs[i]); err != nil {
+			w.abort()
+			return fileMeta{}, fmt.Errorf("encode data file for %s: %w", dir, err)
+		}
+	}
+	return w.finish(sync)
 }
 
 // readDataFile reads a data file, checking it against its name and meta.

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,4 +67,31 @@ func publish(dir, name string, sync syncFunc, write func(f *os.File) error) (err
 		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
 	}
 	return syncDir(dir)
+}
+
+// isNoSpace reports whether err means the disk or a disk quota is full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, ErrNoSpace)
+}
+
+// mkdirAllSync is os.MkdirAll that also makes each folder it creates
+// durable in its parent (a crash right after Open must not lose the state
+// folder's name).
+func mkdirAllSync(dir string, perm os.FileMode) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a folder", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllSync(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	return syncDir(parent)
 }

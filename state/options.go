@@ -31,6 +31,27 @@ type Options struct {
 	// KeepManifests is how many manifests garbage collection keeps, with the
 	// files they list (default 3, at least 1).
 	KeepManifests int
+	// RetryInterval is how long writes are refused after the log failed to
+	// take a write (a full disk, EIO) before the next one retries it, and how
+	// long a failed flush waits before it is tried again (default 1s).
+	RetryInterval time.Duration
+	// CacheBytes bounds the cache of decoded value pages read from the data
+	// files (default 32 MiB; values live on disk, this is all the memory
+	// reads take).
+	CacheBytes int
+	// BufferBytes bounds the values held in the buffer (acknowledged, not
+	// yet flushed) in bytes (default 8 MiB; a flush starts at half).
+	BufferBytes int
+	// Quota bounds the bytes of the state directory: the current data files
+	// and the log (0: none). A write that would go over it fails with
+	// ErrQuota (507 through the proxy); deletes are always let through.
+	Quota int64
+	// EventRetentionCount keeps only the newest this many events (0: all).
+	EventRetentionCount int
+	// EventRetentionAge drops events older than this (0: none). Dropped
+	// events disappear from reads at once and from the files at the next
+	// compaction that merges them.
+	EventRetentionAge time.Duration
 	// Log receives recovery and failure reports. The zero Logger is silent.
 	Log zerolog.Logger
 	// OnCommit, if set, is called by the committer after every group commit
@@ -44,8 +65,10 @@ type Options struct {
 
 // Default limits.
 const (
-	DefaultBuffer   = 1000
-	DefaultMaxValue = 1 << 20
+	DefaultBuffer      = 1000
+	DefaultMaxValue    = 1 << 20
+	DefaultCacheBytes  = 32 << 20
+	DefaultBufferBytes = 8 << 20
 )
 
 func (o Options) withDefaults() Options {
@@ -69,6 +92,16 @@ func (o Options) withDefaults() Options {
 	}
 	if o.KeepManifests <= 0 {
 		o.KeepManifests = 3
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = DefaultBufferBytes
+	}
+	o.BufferBytes = max(o.BufferBytes, 2*o.MaxValue+4096) // a batch of the largest value always fits
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = time.Second
 	}
 	if o.syncFile == nil {
 		o.syncFile = fdatasync

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 	"github.com/rs/zerolog"
 )
 
@@ -33,36 +32,58 @@ type Store struct {
 	results  chan flushResult
 	inflight sync.WaitGroup // writes admitted and not yet answered
 
-	mu       sync.Mutex    // guards buffered, freed, failed, closed
+	mu       sync.Mutex    // guards buffered, freed, failed, retryAt, flushErr, closed
 	buffered int           // records admitted and not yet in a Parquet file
+	bufBytes int           // and the bytes of their keys and values
 	freed    chan struct{} // closed (and replaced) when buffered drops or state changes
-	failed   error         // sticky; wraps ErrFailed
+	failed   error         // the log's last failure (wraps ErrFailed), until a write succeeds again
+	retryAt  time.Time     // writes are refused with failed until then
+	flushErr error         // the last flush's failure, until one succeeds
 	closed   bool
 
-	idxMu  sync.RWMutex // guards kv and events
-	kv     map[string]entry
-	events []Record // by seq
+	idxMu    sync.RWMutex // guards kv, events and services
+	kv       map[string]entry
+	events   []event           // by seq
+	services map[string]string // interned service names
+	cache    *pageCache
+	// eventsCut: events up to this seq are past the retention; a
+	// compaction leaves them out.
+	eventsCut atomic.Uint64
 
 	// Owned by the committer goroutine.
 	wal      *wal
 	seq      uint64
 	mem      []Record // durable in the log, not yet handed to the flusher
+	memBytes int      // recordBytes(mem)
 	memSegs  []string // closed log segments holding part of mem
 	flushing bool
 	waiters  []flushWaiter
+	// flushRetryAt delays the next flush after a failed one.
+	flushRetryAt time.Time
+	logFailed    bool // fail was called and no write succeeded since
 
 	// Owned by the flusher goroutine (read at Open, before it starts).
 	man        manifest
-	flushCodec *zstd.Codec // the fastest level: flushes are on the write path
+	files      []*dataFile // open, one per man.Files entry
+	flushCodec *zstdCodec  // the fastest level: flushes are on the write path
 
 	stats counters
 }
 
+// entry is where the current version of a key is: its value in memory
+// while it is only in the log (file == nil), else the file and row.
 type entry struct {
-	value   []byte
 	seq     uint64
 	time    int64
 	service string
+	value   []byte
+	file    *dataFile
+	row     int64
+}
+
+// event is an entry of the event log.
+type event struct {
+	entry
 }
 
 // Entry is the current version of a key.
@@ -76,6 +97,7 @@ type Entry struct {
 
 type request struct {
 	recs  []Record
+	bytes int        // recordBytes(recs)
 	flush bool       // a Flush call, no records
 	seq   uint64     // out: seq of the last record
 	done  chan error // buffered
@@ -88,7 +110,8 @@ type flushWaiter struct {
 
 type counters struct {
 	commits, fsyncs, records, flushes, compactions, manifestGen, seq atomic.Uint64
-	files, fileBytes                                                 atomic.Int64
+	quotaRefused, eventsDropped                                      atomic.Uint64
+	files, fileBytes, logBytes                                       atomic.Int64
 	lastFlushNanos                                                   atomic.Int64
 }
 
@@ -101,11 +124,12 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 	s := &Store{
 		dir: dir, opts: opts, log: opts.Log,
 		walDir: filepath.Join(dir, "wal"), dataDir: filepath.Join(dir, "data"), manDir: filepath.Join(dir, "manifests"),
-		kv: map[string]entry{}, freed: make(chan struct{}),
-		flushCodec: &zstd.Codec{Level: zstd.SpeedFastest},
+		kv: map[string]entry{}, services: map[string]string{}, freed: make(chan struct{}),
+		cache:      newPageCache(opts.CacheBytes),
+		flushCodec: fastCodec,
 	}
 	for _, d := range []string{dir, s.walDir, s.dataDir, s.manDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := mkdirAllSync(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create state folder: %w", err)
 		}
 	}
@@ -156,15 +180,27 @@ func (s *Store) recover() error {
 		s.log.Info().Str("file", p).Msg("state: removed a file no kept manifest lists")
 	}
 	for _, f := range man.Files {
-		recs, err := readDataFile(s.dataDir, f)
+		if err := verifyDataFile(s.dataDir, f); err != nil {
+			return err
+		}
+		d, err := openDataFile(s.dataDir, f)
 		if err != nil {
 			return err
 		}
-		for i := range recs {
-			s.apply(&recs[i])
+		s.files = append(s.files, d)
+		err = d.eachIndexRow(func(row int64, ir *indexRow) error {
+			op, err := parseOp(ir.Op)
+			if err != nil {
+				return fmt.Errorf("row %d: %w", row, err)
+			}
+			s.applyAt(op, ir.Key, entry{seq: uint64(ir.Seq), time: ir.TS, service: s.intern(ir.Service), file: d, row: row})
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
-	slices.SortFunc(s.events, func(a, b Record) int { return cmpUint(a.Seq, b.Seq) })
+	slices.SortFunc(s.events, func(a, b event) int { return cmpUint(a.seq, b.seq) })
 	s.man, s.seq = man, man.Seq
 	segs, truncated, err := replayWAL(s.walDir, man.Seq, s.opts.syncFile, func(r Record) {
 		s.apply(&r)
@@ -177,11 +213,15 @@ func (s *Store) recover() error {
 	if truncated > 0 {
 		s.log.Warn().Str("dir", s.walDir).Int64("bytes", truncated).Msg("state: cut the torn tail of the log (writes never acknowledged)")
 	}
-	s.buffered = len(s.mem)
+	s.buffered, s.bufBytes = len(s.mem), recordBytes(s.mem)
+	s.memBytes = s.bufBytes
 	next := uint64(1)
 	for _, sg := range segs {
 		next = sg.index + 1
 		if sg.maxSeq > man.Seq {
+			if fi, err := os.Stat(sg.path); err == nil {
+				s.stats.logBytes.Add(fi.Size())
+			}
 			s.memSegs = append(s.memSegs, sg.path)
 		} else if err := os.Remove(sg.path); err != nil {
 			return fmt.Errorf("remove flushed log segment: %w", err)
@@ -191,6 +231,7 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.refreshFileStats(man)
+	s.trimEvents(time.Now())
 	s.stats.seq.Store(s.seq)
 	s.stats.manifestGen.Store(man.Generation)
 	s.log.Debug().Str("dir", s.dir).Uint64("seq", s.seq).Int("replayed", len(s.mem)).Int("files", len(man.Files)).Msg("state: opened")
@@ -206,17 +247,60 @@ func (s *Store) refreshFileStats(m manifest) {
 	s.stats.fileBytes.Store(n)
 }
 
-// apply puts a record into the in-memory index. The caller holds idxMu or
-// owns the store exclusively.
+// apply puts a record still only in the log into the in-memory index. The
+// caller holds idxMu or owns the store exclusively.
 func (s *Store) apply(r *Record) {
-	switch r.Op {
+	s.applyAt(r.Op, r.Key, entry{value: r.Value, seq: r.Seq, time: r.Time.UnixNano(), service: s.intern(r.Service)})
+}
+
+func (s *Store) applyAt(op Op, key string, e entry) {
+	switch op {
 	case OpPut:
-		s.kv[r.Key] = entry{value: r.Value, seq: r.Seq, time: r.Time.UnixNano(), service: r.Service}
+		if old, ok := s.kv[key]; !ok || old.seq < e.seq {
+			s.kv[key] = e
+		}
 	case OpDelete:
-		delete(s.kv, r.Key)
+		if old, ok := s.kv[key]; ok && old.seq < e.seq {
+			delete(s.kv, key)
+		}
 	case OpEvent:
-		s.events = append(s.events, *r)
+		s.events = append(s.events, event{e})
 	}
+}
+
+// trimEvents drops the events the retention no longer keeps from the
+// index; compactions drop them from the files. The caller holds idxMu or
+// owns the store exclusively.
+func (s *Store) trimEvents(now time.Time) {
+	drop := 0
+	if c := s.opts.EventRetentionCount; c > 0 && len(s.events) > c {
+		drop = len(s.events) - c
+	}
+	if a := s.opts.EventRetentionAge; a > 0 {
+		oldest := now.Add(-a).UnixNano()
+		for drop < len(s.events) && s.events[drop].time < oldest {
+			drop++
+		}
+	}
+	if drop == 0 {
+		return
+	}
+	s.eventsCut.Store(s.events[drop-1].seq)
+	s.stats.eventsDropped.Add(uint64(drop))
+	s.events = s.events[drop:]
+	if cap(s.events) > 2*len(s.events)+1024 {
+		s.events = slices.Clone(s.events) // let the dropped front go
+	}
+}
+
+// intern returns one copy of each service name. The caller holds idxMu or
+// owns the store exclusively.
+func (s *Store) intern(name string) string {
+	if v, ok := s.services[name]; ok {
+		return v
+	}
+	s.services[name] = name
+	return name
 }
 
 // Put stores value under key, durably, on behalf of service. It returns the
@@ -247,8 +331,12 @@ func (s *Store) Apply(ctx context.Context, service string, muts []Mutation) (uin
 	if err := s.admit(ctx, len(req.recs)); err != nil {
 		return 0, err
 	}
+	if err := s.checkQuota(req); err != nil {
+		s.inflight.Done()
+		return 0, err
+	}
 	defer s.inflight.Done()
-	if err := s.reserve(ctx, len(req.recs)); err != nil {
+	if err := s.reserve(ctx, len(req.recs), req.bytes); err != nil {
 		return 0, err
 	}
 	return s.submit(ctx, req)
@@ -272,6 +360,7 @@ func (s *Store) newRequest(service string, muts []Mutation) (*request, error) {
 		}
 		req.recs[i] = Record{Op: m.Op, Key: m.Key, Value: slices.Clone(m.Value), Service: service}
 		size += recordSize(&req.recs[i])
+		req.bytes += len(m.Key) + len(m.Value)
 	}
 	if size > maxFrame {
 		return nil, fmt.Errorf("%w: batch of %d bytes, the limit is %d", ErrTooLarge, size, maxFrame)
@@ -311,25 +400,55 @@ func (s *Store) admit(ctx context.Context, _ int) error {
 	switch {
 	case s.closed:
 		return ErrClosed
-	case s.failed != nil:
+	case s.refusingLocked():
 		return s.failed
 	}
 	s.inflight.Add(1)
 	return nil
 }
 
+// checkQuota refuses a write that would take the state directory over
+// Options.Quota. Batches of deletes only are always let through: they are
+// how a capsule frees space (a compaction reclaims it).
+func (s *Store) checkQuota(req *request) error {
+	if s.opts.Quota <= 0 {
+		return nil
+	}
+	deletes := true
+	for i := range req.recs {
+		deletes = deletes && req.recs[i].Op == OpDelete
+	}
+	if deletes {
+		return nil
+	}
+	files, logBytes := s.stats.fileBytes.Load(), s.stats.logBytes.Load()
+	if used := files + logBytes + int64(req.bytes); used > s.opts.Quota {
+		s.stats.quotaRefused.Add(1)
+		return fmt.Errorf("%w: the write of %d bytes would bring the state to %d bytes (data files %d, log %d), the quota is %d; delete keys to free space",
+			ErrQuota, req.bytes, used, files, logBytes, s.opts.Quota)
+	}
+	return nil
+}
+
+// refusingLocked reports whether writes are refused after a failure: until
+// retryAt; after it, the next write retries. The caller holds mu.
+func (s *Store) refusingLocked() bool {
+	return s.failed != nil && time.Now().Before(s.retryAt)
+}
+
 // reserve waits until n more records fit in the buffer, for at most
 // Options.BufferWait.
-func (s *Store) reserve(ctx context.Context, n int) error {
+func (s *Store) reserve(ctx context.Context, n, bytes int) error {
 	var timer *time.Timer
 	for {
 		s.mu.Lock()
 		switch {
-		case s.failed != nil:
+		case s.refusingLocked():
 			s.mu.Unlock()
 			return s.failed
-		case s.buffered+n <= s.opts.Buffer:
+		case s.buffered+n <= s.opts.Buffer && (s.bufBytes+bytes <= s.opts.BufferBytes || s.buffered == 0):
 			s.buffered += n
+			s.bufBytes += bytes
 			s.mu.Unlock()
 			return nil
 		}
@@ -342,6 +461,12 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 		select {
 		case <-freed:
 		case <-timer.C:
+			s.mu.Lock()
+			flushErr := s.flushErr
+			s.mu.Unlock()
+			if flushErr != nil {
+				return fmt.Errorf("%w: %d records waiting to be flushed after %v; the flush fails: %w", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait, flushErr)
+			}
 			return fmt.Errorf("%w: %d records waiting to be flushed after %v", ErrBufferFull, s.opts.Buffer, s.opts.BufferWait)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -350,9 +475,10 @@ func (s *Store) reserve(ctx context.Context, n int) error {
 }
 
 // release gives n records of buffer back and wakes waiting writers.
-func (s *Store) release(n int) {
+func (s *Store) release(n, bytes int) {
 	s.mu.Lock()
 	s.buffered -= n
+	s.bufBytes -= bytes
 	s.broadcastLocked()
 	s.mu.Unlock()
 }
@@ -369,7 +495,7 @@ func (s *Store) submit(ctx context.Context, req *request) (uint64, error) {
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
-		s.release(len(req.recs))
+		s.release(len(req.recs), req.bytes)
 		return 0, ctx.Err()
 	}
 	select {
@@ -380,37 +506,92 @@ func (s *Store) submit(ctx context.Context, req *request) (uint64, error) {
 	}
 }
 
-// fail makes err sticky: from now on every write fails with it (see Err).
+// fail (called by the committer only) records that the log could not take a write: writes are refused
+// with it for RetryInterval, then the next one retries (see Err).
 func (s *Store) fail(err error) {
+	s.logFailed = true
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed == nil {
+		s.log.Error().Err(err).Str("dir", s.dir).Dur("retry_in", s.opts.RetryInterval).Msg("state: log write failed; refusing writes, then retrying")
+	}
+	if isNoSpace(err) {
+		s.failed = fmt.Errorf("%w: %w: %w", ErrNoSpace, ErrFailed, err)
+	} else {
 		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
-		s.log.Error().Err(err).Str("dir", s.dir).Msg("state: write failed; refusing writes until reopened")
+	}
+	s.retryAt = time.Now().Add(s.opts.RetryInterval)
+	s.broadcastLocked()
+}
+
+// recovered clears a failure once the log took a write again.
+func (s *Store) recovered() {
+	if !s.logFailed {
+		return
+	}
+	s.logFailed = false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		s.log.Info().Str("dir", s.dir).Msg("state: the log takes writes again")
+		s.failed = nil
 		s.broadcastLocked()
 	}
 }
 
-// Err returns the sticky error that stopped writes, or nil.
+func (s *Store) setFlushErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushErr = err
+}
+
+// Err returns the failure that makes the store refuse writes (wrapping
+// ErrFailed, and ErrNoSpace when the disk is full), or nil.
 func (s *Store) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.failed
 }
 
-// Get returns the current version of key. The value is a copy.
+// Get returns the current version of key. The value is a copy. A value
+// that cannot be read from its data file is logged and reported absent;
+// Read returns the error.
 func (s *Store) Get(key string) (Entry, bool) {
-	s.idxMu.RLock()
-	e, ok := s.kv[key]
-	s.idxMu.RUnlock()
-	if !ok {
+	e, ok, err := s.Read(key)
+	if err != nil {
+		s.log.Error().Err(err).Str("dir", s.dir).Str("key", key).Msg("state: read failed")
 		return Entry{}, false
 	}
-	return e.export(key), true
+	return e, ok
 }
 
-func (e entry) export(key string) Entry {
-	return Entry{Key: key, Value: slices.Clone(e.value), Seq: e.seq, Service: e.service, Time: time.Unix(0, e.time)}
+// Read returns the current version of key, reading its value from its data
+// file (through the cache) unless it is still in the buffer.
+func (s *Store) Read(key string) (Entry, bool, error) {
+	for {
+		s.idxMu.RLock()
+		e, ok := s.kv[key]
+		s.idxMu.RUnlock()
+		if !ok {
+			return Entry{}, false, nil
+		}
+		v, err := s.valueOf(&e)
+		if errors.Is(err, errMoved) {
+			continue // compacted meanwhile: the index points at the new file
+		}
+		if err != nil {
+			return Entry{}, false, err
+		}
+		return Entry{Key: key, Value: v, Seq: e.seq, Service: e.service, Time: time.Unix(0, e.time)}, true, nil
+	}
+}
+
+// valueOf returns a copy of e's value.
+func (s *Store) valueOf(e *entry) ([]byte, error) {
+	if e.file == nil {
+		return slices.Clone(e.value), nil
+	}
+	return s.readValue(e.file, e.row)
 }
 
 // List returns the keys starting with prefix, sorted.
@@ -445,7 +626,19 @@ func (s *Store) Scan(prefix string, fn func(Entry) bool) {
 	s.idxMu.RUnlock()
 	slices.SortFunc(snap, func(a, b kv) int { return strings.Compare(a.k, b.k) })
 	for _, x := range snap {
-		if !fn(x.e.export(x.k)) {
+		v, err := s.valueOf(&x.e)
+		if errors.Is(err, errMoved) {
+			e, ok, err2 := s.Read(x.k) // compacted meanwhile; a newer version is fine
+			if !ok {
+				continue
+			}
+			v, err, x.e.seq, x.e.service, x.e.time = e.Value, err2, e.Seq, e.Service, e.Time.UnixNano()
+		}
+		if err != nil {
+			s.log.Error().Err(err).Str("dir", s.dir).Str("key", x.k).Msg("state: scan stopped: read failed")
+			return
+		}
+		if !fn(Entry{Key: x.k, Value: v, Seq: x.e.seq, Service: x.e.service, Time: time.Unix(0, x.e.time)}) {
 			return
 		}
 	}
@@ -454,19 +647,58 @@ func (s *Store) Scan(prefix string, fn func(Entry) bool) {
 // Events returns up to limit events with a seq greater than since, oldest
 // first. Their values are copies.
 func (s *Store) Events(since uint64, limit int) []Record {
-	s.idxMu.RLock()
-	defer s.idxMu.RUnlock()
-	i, _ := slices.BinarySearchFunc(s.events, since+1, func(r Record, seq uint64) int { return cmpUint(r.Seq, seq) })
-	n := min(limit, len(s.events)-i)
-	if n <= 0 {
-		return nil
-	}
-	out := make([]Record, n)
-	for j := range out {
-		out[j] = s.events[i+j]
-		out[j].Value = slices.Clone(out[j].Value)
-	}
+	var out []Record
+	_ = s.EachEvent(since, limit, 0, func(r Record) error { out = append(out, r); return nil })
 	return out
+}
+
+// EachEvent calls fn with up to limit events with a seq greater than since,
+// oldest first, reading each body from disk as it goes; it stops once the
+// bodies passed weigh maxBytes or more (0: no limit; the first event is
+// always passed). It returns fn's error or a read error.
+func (s *Store) EachEvent(since uint64, limit, maxBytes int, fn func(Record) error) error {
+	if since == ^uint64(0) {
+		return nil // nothing can come after the last seq (since+1 would wrap to 0)
+	}
+	next, bytes := since+1, 0
+	var oldest int64
+	if s.opts.EventRetentionAge > 0 {
+		oldest = time.Now().Add(-s.opts.EventRetentionAge).UnixNano()
+	}
+outer:
+	for n := 0; n < limit; {
+		s.idxMu.RLock()
+		i, _ := slices.BinarySearchFunc(s.events, next, func(e event, seq uint64) int { return cmpUint(e.seq, seq) })
+		batch := s.events[i:min(len(s.events), i+min(64, limit-n))]
+		batch = slices.Clone(batch)
+		s.idxMu.RUnlock()
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, e := range batch {
+			if e.time < oldest {
+				next = e.seq + 1 // past the retention age (dropped at the next write)
+				continue
+			}
+			v, err := s.valueOf(&e.entry)
+			if errors.Is(err, errMoved) {
+				continue outer // compacted: look it up again
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(Record{Seq: e.seq, Op: OpEvent, Value: v, Service: e.service, Time: time.Unix(0, e.time)}); err != nil {
+				return err
+			}
+			n++
+			next = e.seq + 1
+			bytes += len(v)
+			if (maxBytes > 0 && bytes >= maxBytes) || n >= limit {
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // Flush writes every record acknowledged so far into Parquet files and
@@ -498,6 +730,13 @@ type Stats struct {
 	Compactions uint64
 	LastFlush   time.Duration
 	Failed      error
+	// Quota is Options.Quota (0: none); Used the bytes it is checked
+	// against: the current data files and the log.
+	Quota, Used  int64
+	QuotaRefused uint64 // writes refused over quota since Open
+	// EventsDropped counts events dropped by the retention since Open.
+	EventsDropped uint64
+	CacheBytes    int // decoded value pages held in memory
 }
 
 // Stats returns the store's counters.
@@ -515,11 +754,21 @@ func (s *Store) Stats() Stats {
 		Commits: s.stats.commits.Load(), Fsyncs: s.stats.fsyncs.Load(), Records: s.stats.records.Load(),
 		Flushes: s.stats.flushes.Load(), Compactions: s.stats.compactions.Load(),
 		LastFlush: time.Duration(s.stats.lastFlushNanos.Load()),
+		Quota:     s.opts.Quota, Used: s.stats.fileBytes.Load() + s.stats.logBytes.Load(),
+		QuotaRefused: s.stats.quotaRefused.Load(), EventsDropped: s.stats.eventsDropped.Load(),
+		CacheBytes: s.cache.used(),
 	}
 }
 
-// RetryAfter estimates when a write refused with ErrBufferFull could succeed.
+// RetryAfter estimates when a write refused with ErrBufferFull or ErrFailed
+// could succeed.
 func (s *Store) RetryAfter() time.Duration {
+	s.mu.Lock()
+	failed, retryAt, flushErr := s.failed, s.retryAt, s.flushErr
+	s.mu.Unlock()
+	if failed != nil || flushErr != nil {
+		return max(time.Second, time.Until(retryAt), s.opts.RetryInterval)
+	}
 	return max(time.Second, 2*time.Duration(s.stats.lastFlushNanos.Load()))
 }
 
@@ -541,8 +790,18 @@ func (s *Store) Close() error {
 	close(s.quit)
 	<-s.done
 	err := s.Err()
+	if err == nil {
+		s.mu.Lock()
+		if s.flushErr != nil {
+			err = fmt.Errorf("final flush failed (the records stay in the log, replayed at the next open): %w", s.flushErr)
+		}
+		s.mu.Unlock()
+	}
 	if err2 := s.wal.close(); err == nil {
 		err = err2
+	}
+	for _, d := range s.files {
+		d.close()
 	}
 	if err2 := s.lock.Unlock(); err2 != nil && err == nil {
 		err = fmt.Errorf("unlock %s: %w", s.lock.Path(), err2)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,15 +177,17 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	}
 }
 
-func TestFsyncFailureIsStickyAndReopenRecovers(t *testing.T) {
+func TestFsyncFailureRefusesThenRecovers(t *testing.T) {
 	dir := t.TempDir()
 	var failing atomic.Bool
+	var syncs atomic.Int64
 	opts := Options{syncFile: func(f *os.File) error {
+		syncs.Add(1)
 		if failing.Load() {
 			return fmt.Errorf("fdatasync %s: %w", f.Name(), errors.New("injected EIO"))
 		}
 		return fdatasync(f)
-	}, FlushInterval: -1}
+	}, FlushInterval: -1, RetryInterval: time.Hour}
 	s := openT(t, dir, opts)
 	mustPut(t, s, "before", "1")
 	failing.Store(true)
@@ -192,46 +195,73 @@ func TestFsyncFailureIsStickyAndReopenRecovers(t *testing.T) {
 		t.Fatalf("Put with failing fsync: %v, want ErrFailed", err)
 	}
 	failing.Store(false)
-	if _, err := s.Put(context.Background(), "svc", "after", []byte("3")); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Put after a failed fsync: %v, want the sticky ErrFailed", err)
+	n := syncs.Load()
+	if _, err := s.Put(context.Background(), "svc", "refused", []byte("3")); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Put within RetryInterval of a failed fsync: %v, want ErrFailed", err)
+	}
+	if syncs.Load() != n {
+		t.Errorf("a refused write touched the disk")
 	}
 	if e, ok := s.Get("before"); !ok || string(e.Value) != "1" {
 		t.Errorf("reads must go on after a failure: %+v %v", e, ok)
 	}
-	if err := s.Close(); !errors.Is(err, ErrFailed) {
-		t.Errorf("Close of a failed store: %v, want ErrFailed", err)
+	if d := s.RetryAfter(); d < time.Minute {
+		t.Errorf("RetryAfter %v, want about RetryInterval (1h)", d)
 	}
+	s.mu.Lock()
+	s.retryAt = time.Now() // RetryInterval has passed
+	s.mu.Unlock()
+	mustPut(t, s, "after", "4") // retried: cut back, new segment, written
+	if err := s.Err(); err != nil {
+		t.Errorf("Err after a successful retry: %v", err)
+	}
+	closeT(t, s)
 	s = openT(t, dir, Options{})
 	defer closeT(t, s)
-	if e, ok := s.Get("before"); !ok || string(e.Value) != "1" {
-		t.Errorf("acknowledged write lost after reopen: %+v %v", e, ok)
+	for k, v := range map[string]string{"before": "1", "after": "4"} {
+		if e, ok := s.Get(k); !ok || string(e.Value) != v {
+			t.Errorf("acknowledged write %s lost after reopen: %+v %v", k, e, ok)
+		}
 	}
-	mustPut(t, s, "after", "3")
+	for _, k := range []string{"during", "refused"} {
+		if _, ok := s.Get(k); ok {
+			t.Errorf("refused write %s is there after reopen", k)
+		}
+	}
 }
 
-func TestFlushFailureIsSticky(t *testing.T) {
+func TestFlushFailureIsRetried(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{Buffer: 4, FlushInterval: -1, syncFile: func(f *os.File) error {
-		if filepath.Base(filepath.Dir(f.Name())) == "data" {
-			return errors.New("injected EIO on a data file")
-		}
-		return fdatasync(f)
-	}}
+	var failing atomic.Bool
+	failing.Store(true)
+	opts := Options{Buffer: 4, BufferWait: 300 * time.Millisecond, FlushInterval: -1, RetryInterval: 5 * time.Millisecond,
+		syncFile: func(f *os.File) error {
+			if failing.Load() && filepath.Base(filepath.Dir(f.Name())) == "data" {
+				return errors.New("injected EIO on a data file")
+			}
+			return fdatasync(f)
+		}}
 	s := openT(t, dir, opts)
 	mustPut(t, s, "a", "1")
-	mustPut(t, s, "b", "2") // reaches half the buffer: the flush fails
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Err() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	mustPut(t, s, "b", "2") // reaches half the buffer: the flush fails, and is retried
+	mustPut(t, s, "c", "3") // the log still takes writes
+	mustPut(t, s, "d", "4")
+	if _, err := s.Put(context.Background(), "svc", "e", []byte("5")); !errors.Is(err, ErrBufferFull) || !strings.Contains(err.Error(), "injected EIO") {
+		t.Fatalf("Put into a full buffer whose flush fails: %v, want ErrBufferFull naming the flush's error", err)
 	}
-	if _, err := s.Put(context.Background(), "svc", "c", []byte("3")); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Put after a failed flush: %v, want ErrFailed", err)
+	if err := s.Flush(context.Background()); err == nil {
+		t.Fatalf("Flush while data files cannot be synced succeeded")
 	}
-	s.Close()
+	failing.Store(false)
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush once the fault is gone: %v", err)
+	}
+	mustPut(t, s, "e", "5")
+	closeT(t, s)
 	s = openT(t, dir, Options{})
 	defer closeT(t, s)
-	if got := s.List(""); !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("after reopen keys %q, want a b", got)
+	if got := s.List(""); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+		t.Errorf("after reopen keys %q, want a..e", got)
 	}
 	assertNoUnlisted(t, dir)
 }

@@ -24,6 +24,12 @@ type wal struct {
 	index uint64 // of the open segment
 	f     *os.File
 	size  int64
+	// good is the size up to which the segment holds whole, durable frames.
+	good int64
+	// broken: a write or fsync failed; the segment must be cut back to good
+	// and replaced (restart) before the log takes another write. Until then
+	// nothing rotates it: a segment followed by another must end cleanly.
+	broken bool
 }
 
 // openWAL starts a new, empty segment with the given index.
@@ -49,30 +55,70 @@ func (w *wal) create(index uint64) error {
 		os.Remove(path)
 		return err
 	}
-	w.f, w.index, w.size = f, index, 0
+	w.f, w.index, w.size, w.good = f, index, 0, 0
 	return nil
 }
 
 // write appends frames and makes them durable: one write, one fdatasync.
+// On failure the segment is marked broken and the partial write is cut off
+// at once (best effort; restart does it again, durably).
 func (w *wal) write(frames []byte) error {
+	if w.broken {
+		return fmt.Errorf("log segment %s is waiting to be cut back after a failed write", w.path())
+	}
 	n, err := w.f.Write(frames)
 	w.size += int64(n)
 	if err != nil {
-		return fmt.Errorf("append %d bytes to %s: %w", len(frames), w.path(), err)
+		err = fmt.Errorf("append %d bytes to %s: %w", len(frames), w.path(), err)
+	} else {
+		err = w.sync(w.f)
 	}
-	return w.sync(w.f)
+	if err != nil {
+		w.broken = true
+		if w.f.Truncate(w.good) == nil {
+			w.size = w.good
+		}
+		return err
+	}
+	w.good = w.size
+	return nil
 }
 
-// rotate closes the open segment and starts the next; it returns the path of
-// the closed one.
-func (w *wal) rotate() (string, error) {
-	old := w.path()
-	if err := w.f.Close(); err != nil {
-		return "", fmt.Errorf("close log segment %s: %w", old, err)
+// restart repairs a broken segment: it cuts it back to its last durable
+// frame, makes that durable, and starts the next segment. The frames before
+// good were fsynced before the failure; the PostgreSQL lesson (an fsync
+// that failed is not retried and trusted) is kept by never appending to
+// the failed segment again. It returns the path of the old segment.
+func (w *wal) restart() (string, error) {
+	if err := w.f.Truncate(w.good); err != nil {
+		return "", fmt.Errorf("cut log segment %s back to byte %d after a failed write: %w", w.path(), w.good, err)
 	}
+	if err := w.sync(w.f); err != nil {
+		return "", fmt.Errorf("after cutting it back to byte %d: %w", w.good, err)
+	}
+	w.size = w.good
+	w.broken = false
+	old, err := w.rotate()
+	if err != nil {
+		w.broken = true
+		return "", err
+	}
+	return old, nil
+}
+
+// rotate starts the next segment, then closes the open one (whose frames are
+// all durable already); it returns the path of the closed one. If the next
+// segment cannot be created, the open one stays open.
+func (w *wal) rotate() (string, error) {
+	if w.broken {
+		return "", fmt.Errorf("log segment %s is waiting to be cut back after a failed write", w.path())
+	}
+	old, oldF := w.path(), w.f
 	if err := w.create(w.index + 1); err != nil {
 		return "", err
 	}
+	// Every frame of old was fdatasynced; a close error cannot lose them.
+	_ = oldF.Close()
 	return old, nil
 }
 
@@ -131,40 +177,145 @@ type errTorn struct {
 func (e *errTorn) Error() string { return fmt.Sprintf("torn at byte %d: %s", e.offset, e.reason) }
 
 // readSegment calls fn with the records of every valid frame of the segment
-// at path, in order. It returns *errTorn at the first frame that is
-// incomplete or fails its checksum.
+// at path, in order. At the first frame that is not valid it returns
+// *errTorn if what follows is a torn tail (a crash in the middle of an
+// append: the file ends inside the frame, or the rest of the file is
+// zeros), or an error wrapping ErrCorrupt naming the file and offset if it
+// is damage (a whole frame that fails its checksum, a damaged length, or
+// valid frames after the bad one): a torn write is never acknowledged,
+// damage may hide acknowledged writes.
 func readSegment(path string, fn func([]Record) error) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read log segment: %w", err)
 	}
 	var off int64
-	for len(data) > 0 {
-		if len(data) < frameHeader {
-			return &errTorn{off, "incomplete frame header"}
-		}
-		n := binary.LittleEndian.Uint32(data)
-		sum := binary.LittleEndian.Uint32(data[4:])
-		if n > maxFrame || int64(n) > int64(len(data)-frameHeader) {
-			return &errTorn{off, fmt.Sprintf("frame of %d bytes, %d remain", n, len(data)-frameHeader)}
-		}
-		payload := data[frameHeader : frameHeader+int(n)]
-		if crc32.Checksum(payload, castagnoli) != sum {
-			return &errTorn{off, "checksum mismatch"}
-		}
-		recs, err := decodePayload(payload)
+	for int(off) < len(data) {
+		recs, n, err := frameAt(data, int(off))
 		if err != nil {
-			// A frame that passes its checksum but does not decode was
-			// written wrong: that is not a torn write.
-			return fmt.Errorf("%w: %s at byte %d: %w", ErrCorrupt, path, off, err)
+			if torn := classifyBad(data, int(off)); torn != nil {
+				return torn
+			}
+			return fmt.Errorf("%w: log segment %s: bad frame at byte %d (%v), not a torn tail: %s", ErrCorrupt, path, off, err, damageHint)
 		}
 		if err := fn(recs); err != nil {
 			return err
 		}
-		data = data[frameHeader+int(n):]
-		off += frameHeader + int64(n)
+		off += int64(n)
 	}
 	return nil
+}
+
+const damageHint = "the file is damaged; tori-run state check NAME tells more, tori-run state repair NAME keeps every intact record"
+
+// frameAt decodes the frame at off; it returns its records and length.
+func frameAt(data []byte, off int) ([]Record, int, error) {
+	rest := data[off:]
+	if len(rest) < frameHeader {
+		return nil, 0, errors.New("incomplete frame header")
+	}
+	n := binary.LittleEndian.Uint32(rest)
+	sum := binary.LittleEndian.Uint32(rest[4:])
+	if n > maxFrame || int64(n) > int64(len(rest)-frameHeader) {
+		return nil, 0, fmt.Errorf("frame of %d bytes, %d remain", n, len(rest)-frameHeader)
+	}
+	payload := rest[frameHeader : frameHeader+int(n)]
+	if crc32.Checksum(payload, castagnoli) != sum {
+		return nil, 0, errors.New("checksum mismatch")
+	}
+	recs, err := decodePayload(payload)
+	if err != nil {
+		return nil, 0, fmt.Errorf("frame passes its checksum but does not decode: %w", err)
+	}
+	return recs, frameHeader + int(n), nil
+}
+
+// classifyBad returns *errTorn if the bad frame at off is a torn tail, nil
+// if it is damage.
+func classifyBad(data []byte, off int) *errTorn {
+	rest := data[off:]
+	if zeroTail(data, off) {
+		return &errTorn{int64(off), "zeros to the end of the file"}
+	}
+	if len(rest) < frameHeader {
+		return &errTorn{int64(off), "incomplete frame header"}
+	}
+	n := binary.LittleEndian.Uint32(rest)
+	sum := binary.LittleEndian.Uint32(rest[4:])
+	if n <= maxFrame && int64(n) <= int64(len(rest)-frameHeader) {
+		return nil // a whole frame with a bad checksum: damage
+	}
+	if crc32.Checksum(rest[frameHeader:], castagnoli) == sum {
+		return nil // the frame is all there; its length was damaged
+	}
+	if nextFrame(data, off+1) >= 0 {
+		return nil // valid frames follow the bad one
+	}
+	return &errTorn{int64(off), fmt.Sprintf("frame of %d bytes, %d remain", n, len(rest)-frameHeader)}
+}
+
+// zeroTail reports whether the file is zeros from a page boundary inside or
+// at the start of the frame at off to its end: a crash after the size of
+// the file was extended but before the data reached the disk.
+func zeroTail(data []byte, off int) bool {
+	const page = 4096
+	end := len(data)
+	z := end
+	for z > off && data[z-1] == 0 {
+		z--
+	}
+	if z == end {
+		return false
+	}
+	if z == off {
+		return true
+	}
+	p := (z + page - 1) / page * page
+	return p < end && p >= off && p-z < page && frameEnds(data, off) > p
+}
+
+// frameEnds returns where the frame at off claims to end (or len(data)).
+func frameEnds(data []byte, off int) int {
+	if len(data)-off < frameHeader {
+		return len(data)
+	}
+	return off + frameHeader + int(binary.LittleEndian.Uint32(data[off:]))
+}
+
+// nextFrame returns the offset of the first valid frame at or after from, or -1.
+func nextFrame(data []byte, from int) int {
+	for o := from; o+frameHeader+4 <= len(data); o++ {
+		n := binary.LittleEndian.Uint32(data[o:])
+		if n < 4 || n > maxFrame || int64(n) > int64(len(data)-o-frameHeader) {
+			continue
+		}
+		if _, _, err := frameAt(data, o); err == nil {
+			return o
+		}
+	}
+	return -1
+}
+
+// scanSegment reads every intact frame of a segment, skipping damage: it
+// calls fn with each frame's records and returns the byte ranges it could
+// not read (what repair drops).
+func scanSegment(data []byte, fn func(off int, recs []Record)) (bad [][2]int) {
+	off := 0
+	for off < len(data) {
+		recs, n, err := frameAt(data, off)
+		if err == nil {
+			fn(off, recs)
+			off += n
+			continue
+		}
+		next := nextFrame(data, off+1)
+		if next < 0 {
+			next = len(data)
+		}
+		bad = append(bad, [2]int{off, next})
+		off = next
+	}
+	return bad
 }
 
 // replayWAL reads every segment in dir and passes the records after seq
@@ -197,7 +348,7 @@ func replayWAL(dir string, after uint64, sync syncFunc, apply func(Record)) (seg
 		if errors.As(err, &torn) && i == len(segs)-1 {
 			truncated, err = truncateSegment(s.path, torn.offset, sync)
 		} else if torn != nil {
-			err = fmt.Errorf("%w: log segment %s (not the last one) %w", ErrCorrupt, s.path, err)
+			err = fmt.Errorf("%w: log segment %s (not the last one) %w: %s", ErrCorrupt, s.path, err, damageHint)
 		}
 		if err != nil {
 			return nil, 0, err

@@ -47,6 +47,20 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(evs[0]["event"], {"kind": "note", "n": 1})
         self.assertEqual(evs[0]["service"], "py")  # from the peer's credentials
 
+    def test_batch(self):
+        self.st.put("pyb/gone", "x")
+        seq = self.st.batch([("put", "pyb/a", "one"), ("put", "pyb/bin", b"\x00\xff"),
+                             ("delete", "pyb/gone"), ("event", {"batch": True})])
+        self.assertEqual(self.st.get("pyb/a"), b"one")
+        self.assertEqual(self.st.get("pyb/bin"), b"\x00\xff")
+        self.assertIsNone(self.st.get("pyb/gone"))
+        evs = self.st.events(since=seq - 1, limit=1)
+        self.assertEqual((evs[0]["seq"], evs[0]["event"]), (seq, {"batch": True}))
+        with self.assertRaises(tori_state.StateError) as cm:
+            self.st.batch([("put", "pyb/ok", "v"), ("put", "bad\x01key", "v")])
+        self.assertEqual(cm.exception.status, 400)
+        self.assertIsNone(self.st.get("pyb/ok"))  # all or nothing
+
     def test_errors(self):
         with self.assertRaises(tori_state.StateError) as cm:
             self.st.put("bad\x01key", b"v")

@@ -16,6 +16,7 @@ import (
 func newDaemonCmd(g *globals) *cobra.Command {
 	var o runtime.DaemonOptions
 	var hf hostFlags
+	var limits stateLimits
 	c := &cobra.Command{
 		Use:   "daemon",
 		Short: "Supervise every enabled capsule and serve the control API",
@@ -32,6 +33,9 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 			if o.Host, err = hf.load(); err != nil {
 				return err
 			}
+			if err := limits.apply(&o.Options); err != nil {
+				return err
+			}
 			return runtime.RunDaemon(cmd.Context(), o)
 		},
 	}
@@ -40,6 +44,7 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 	c.Flags().StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup to create the capsules' cgroups under (default: under tori-run's own)")
 	c.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
 	addHostFlags(c, &hf)
+	limits.register(c)
 	return c
 }
 
@@ -114,6 +119,14 @@ func printStatus(g *globals, st []runtime.CapsuleStatus) {
 		fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t\t\t\t\t\t\n", c.Name, rel, c.State, c.Error)
 		if line := upgradeLine(c); line != "" {
 			fmt.Fprintf(tw, "  %s\t\t\t\t\t\t\t\t\n", line)
+		}
+		if u := c.Storage; u != nil {
+			quota := "no quota"
+			if u.QuotaBytes > 0 {
+				quota = units.BytesSize(float64(u.QuotaBytes)) + " quota"
+			}
+			fmt.Fprintf(tw, "  (state: %d keys, %d events)\t%s\t%s\t\t\t\t\t%s of %s\t\n", u.Keys, u.Events, map[bool]string{true: "failing", false: "ok"}[u.Failed != ""], u.Failed,
+				units.BytesSize(float64(u.UsedBytes)), quota)
 		}
 		for _, s := range c.Services {
 			pid, up, exit, mem, cpu := "-", "-", "-", "-", "-"

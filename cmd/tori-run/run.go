@@ -27,6 +27,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var hf hostFlags
 	var inContainer bool
 	var withoutLimits bool
+	var limits stateLimits
 	c := &cobra.Command{
 		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
 		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
@@ -67,6 +68,9 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 			if o.Host, err = hf.load(); err != nil {
 				return err
 			}
+			if err := limits.apply(&o); err != nil {
+				return err
+			}
 			res, err := runtime.Run(cmd.Context(), args[0], o, g.stdout)
 			if err != nil {
 				return err
@@ -83,6 +87,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")
 	addHostFlags(c, &hf)
 	c.Flags().BoolVar(&withoutLimits, "without-limits", false, "as a user who is not root: run a capsule whose limits you cannot get, without them (said at every start)")
+	limits.register(c)
 	return c
 }
 

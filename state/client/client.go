@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SocketEnv is the variable that holds the socket path inside a capsule.
@@ -131,6 +132,58 @@ func (c *Client) List(ctx context.Context, prefix string) ([]string, error) {
 		return nil, fmt.Errorf("list %q: decode answer: %w", prefix, err)
 	}
 	return keys, nil
+}
+
+// Op is one operation of a batch: a put (Value), a delete, or an event
+// (Event, no Key).
+type Op struct {
+	Delete bool
+	Key    string
+	Value  []byte
+	Event  json.RawMessage
+}
+
+// Batch applies ops atomically, with one durable commit; it returns the seq
+// of the last record.
+func (c *Client) Batch(ctx context.Context, ops []Op) (uint64, error) {
+	type wireOp struct {
+		Op          string          `json:"op"`
+		Key         string          `json:"key,omitempty"`
+		Value       *string         `json:"value,omitempty"`
+		ValueBase64 []byte          `json:"value_base64,omitempty"`
+		Event       json.RawMessage `json:"event,omitempty"`
+	}
+	wire := make([]wireOp, len(ops))
+	for i, op := range ops {
+		switch {
+		case op.Event != nil:
+			wire[i] = wireOp{Op: "event", Event: op.Event}
+		case op.Delete:
+			wire[i] = wireOp{Op: "delete", Key: op.Key}
+		case utf8.Valid(op.Value):
+			v := string(op.Value)
+			wire[i] = wireOp{Op: "put", Key: op.Key, Value: &v}
+		default:
+			wire[i] = wireOp{Op: "put", Key: op.Key, ValueBase64: op.Value}
+		}
+	}
+	req, err := json.Marshal(struct {
+		Ops []wireOp `json:"ops"`
+	}{wire})
+	if err != nil {
+		return 0, fmt.Errorf("batch: %w", err)
+	}
+	body, err := c.do(ctx, http.MethodPost, "/v1/batch", req, http.StatusOK)
+	if err != nil {
+		return 0, fmt.Errorf("batch of %d: %w", len(ops), err)
+	}
+	var out struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return 0, fmt.Errorf("batch: decode answer: %w", err)
+	}
+	return out.Seq, nil
 }
 
 // Event is an entry of the event log.

@@ -27,6 +27,7 @@ type Metrics struct {
 
 type storeDescs struct {
 	buffered, bufferCap, fsyncs, commits, keys, events, fileBytes, files, flushes, compactions, failed *prometheus.Desc
+	quota, used, quotaRefused, eventsDropped, cacheBytes                                               *prometheus.Desc
 }
 
 // NewMetrics creates the metrics and registers them with reg (for instance
@@ -67,6 +68,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		flushes:     d("tori_state_flushes_total", "Buffer flushes into Parquet files."),
 		compactions: d("tori_state_compactions_total", "Compactions."),
 		failed:      d("tori_state_failed", "1 when the store refuses writes after a failed fsync."),
+
+		quota:         d("tori_state_quota_bytes", "The operator's quota on the capsule's state (0: none)."),
+		used:          d("tori_state_used_bytes", "Bytes the quota is checked against: current data files and the log."),
+		quotaRefused:  d("tori_state_quota_refused_total", "Writes refused with 507 over the quota."),
+		eventsDropped: d("tori_state_events_dropped_total", "Events dropped by the event retention."),
+		cacheBytes:    d("tori_state_cache_bytes", "Decoded value pages held in memory."),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.writeSeconds, m.rateLimited, m.commitBatch, m.fsyncSeconds, storeCollector{m}} {
 		if err := reg.Register(c); err != nil {
@@ -113,7 +120,8 @@ type storeCollector struct{ m *Metrics }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.m.descs
-	for _, x := range []*prometheus.Desc{d.buffered, d.bufferCap, d.fsyncs, d.commits, d.keys, d.events, d.fileBytes, d.files, d.flushes, d.compactions, d.failed} {
+	for _, x := range []*prometheus.Desc{d.buffered, d.bufferCap, d.fsyncs, d.commits, d.keys, d.events, d.fileBytes, d.files, d.flushes, d.compactions, d.failed,
+		d.quota, d.used, d.quotaRefused, d.eventsDropped, d.cacheBytes} {
 		ch <- x
 	}
 }
@@ -149,5 +157,10 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		cnt(d.flushes, st.Flushes)
 		cnt(d.compactions, st.Compactions)
 		g(d.failed, failed)
+		g(d.quota, float64(st.Quota))
+		g(d.used, float64(st.Used))
+		cnt(d.quotaRefused, st.QuotaRefused)
+		cnt(d.eventsDropped, st.EventsDropped)
+		g(d.cacheBytes, float64(st.CacheBytes))
 	}
 }

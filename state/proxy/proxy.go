@@ -24,8 +24,12 @@ type Options struct {
 	// Capsule names the capsule in metrics and logs.
 	Capsule string
 	// RatePerMin is MAX_TOKENS_PER_MIN: requests a minute the capsule's
-	// services may make together (default 200).
+	// services may make together (default 200), at most MaxRatePerMin.
 	RatePerMin int
+	// MaxRatePerMin is the operator's ceiling on RatePerMin (the host
+	// configuration's state.max_tokens_per_min; default
+	// DefaultMaxRatePerMin): a capsule cannot ask for more.
+	MaxRatePerMin int
 	// Burst is how many requests may come at once on a full bucket (default
 	// RatePerMin/10, at least 1).
 	Burst int
@@ -55,9 +59,20 @@ type Options struct {
 	now func() time.Time // tests fake the clock of the token bucket
 }
 
+// DefaultMaxRatePerMin is the default ceiling on MAX_TOKENS_PER_MIN.
+const DefaultMaxRatePerMin = 6000
+
 func (o Options) withDefaults() Options {
 	if o.RatePerMin <= 0 {
 		o.RatePerMin = 200
+	}
+	if o.MaxRatePerMin <= 0 {
+		o.MaxRatePerMin = DefaultMaxRatePerMin
+	}
+	if o.RatePerMin > o.MaxRatePerMin {
+		o.Log.Warn().Str("capsule", o.Capsule).Int("max_tokens_per_min", o.RatePerMin).Int("ceiling", o.MaxRatePerMin).
+			Msg("state proxy: MAX_TOKENS_PER_MIN is over the host's ceiling; using the ceiling")
+		o.RatePerMin = o.MaxRatePerMin
 	}
 	if o.Burst <= 0 {
 		o.Burst = max(1, o.RatePerMin/10)
@@ -99,8 +114,9 @@ type Server struct {
 	limiter *rate.Limiter
 	admin   http.Handler
 
-	mu      sync.Mutex // guards servers
+	mu      sync.Mutex // guards servers and shut
 	servers []*http.Server
+	shut    bool // Shutdown was called: a Serve that comes later returns at once
 }
 
 // New creates the proxy for store. Serve it with Serve; the lead's daemon
@@ -161,6 +177,11 @@ func (s *Server) serve(l net.Listener, h http.Handler, identify func(int32) (str
 	}
 	srv.SetKeepAlivesEnabled(true)
 	s.mu.Lock()
+	if s.shut {
+		s.mu.Unlock()
+		l.Close()
+		return http.ErrServerClosed
+	}
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
 	cl, err := newCredListener(l, s.opts.MaxConns, identify)
@@ -175,7 +196,7 @@ func (s *Server) serve(l net.Listener, h http.Handler, identify func(int32) (str
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := s.servers
-	s.servers = nil
+	s.servers, s.shut = nil, true
 	s.mu.Unlock()
 	var errs []error
 	for _, srv := range servers {
@@ -236,7 +257,15 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, state.ErrBadKey):
 		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, state.ErrBufferFull):
+	case errors.Is(err, state.ErrQuota):
+		// The operator's quota: 507; only deletes free space.
+		writeError(w, http.StatusInsufficientStorage, err.Error())
+	case errors.Is(err, state.ErrNoSpace):
+		// A full disk: 507, with when to retry (the store retries its log
+		// by itself once space is back).
+		w.Header().Set("Retry-After", retryAfter(s.store.RetryAfter()))
+		writeError(w, http.StatusInsufficientStorage, err.Error())
+	case errors.Is(err, state.ErrBufferFull), errors.Is(err, state.ErrFailed):
 		w.Header().Set("Retry-After", retryAfter(s.store.RetryAfter()))
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, state.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,10 @@ import (
 
 // maxEventsPerPage bounds GET /v1/events.
 const maxEventsPerPage = 1000
+
+// maxEventPageBytes bounds the event bodies of one page of GET /v1/events
+// (at least one event is always sent).
+const maxEventPageBytes = 4 << 20
 
 // Event is an element of GET /v1/events.
 type Event struct {
@@ -39,6 +44,7 @@ func (s *Server) routes(admin bool) http.Handler {
 	h("GET /v1/kv", false, s.list)
 	h("POST /v1/events", true, s.postEvent)
 	h("GET /v1/events", false, s.getEvents)
+	h("POST /v1/batch", true, s.batch)
 	if admin {
 		h("GET /v1/export", false, s.export)
 	}
@@ -137,7 +143,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) {
 	if !ok {
 		return
 	}
-	e, found := s.store.Get(key)
+	e, found, err := s.store.Read(key)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
 	if !found {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no key %q", key))
 		return
@@ -197,12 +207,31 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be 1..%d", maxEventsPerPage))
 		return
 	}
-	recs := s.store.Events(since, int(min(limit, maxEventsPerPage)))
-	out := make([]Event, len(recs))
-	for i, e := range recs {
-		out[i] = Event{Seq: e.Seq, Time: e.Time.UTC(), Service: e.Service, Event: json.RawMessage(e.Value)}
+	// Streamed: one event body at a time from disk, the page cut once its
+	// bodies weigh maxEventPageBytes (the client asks again with since =
+	// the last seq it got).
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	_ = bw.WriteByte('[')
+	first := true
+	err = s.store.EachEvent(since, int(min(limit, maxEventsPerPage)), maxEventPageBytes, func(e state.Record) error {
+		if !first {
+			_ = bw.WriteByte(',')
+		}
+		first = false
+		return enc.Encode(Event{Seq: e.Seq, Time: e.Time.UTC(), Service: e.Service, Event: json.RawMessage(e.Value)})
+	})
+	if err != nil {
+		// The status is sent: cut the body short so the client sees bad JSON
+		// rather than a silently short page.
+		s.opts.Log.Error().Err(err).Str("capsule", s.opts.Capsule).Msg("state proxy: reading events failed")
+		_ = bw.Flush()
+		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	_, _ = bw.WriteString("]\n")
+	_ = bw.Flush()
 }
 
 func uintParam(v string, def uint64) (uint64, error) {
@@ -221,9 +250,92 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("format must be %q or %q", state.FormatParquet, state.FormatJSONL))
 		return
 	}
-	recs := s.store.Snapshot()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := state.WriteRecords(w, f, recs); err != nil {
+	if err := s.store.Export(w, f); err != nil {
 		s.opts.Log.Error().Err(err).Str("capsule", s.opts.Capsule).Msg("state proxy: export failed")
 	}
+}
+
+// BatchOp is one operation of POST /v1/batch: {"op":"put","key":K,"value":V}
+// (V a string; "value_base64" for bytes), {"op":"delete","key":K} or
+// {"op":"event","event":JSON}.
+type BatchOp struct {
+	Op          string          `json:"op"`
+	Key         string          `json:"key,omitempty"`
+	Value       *string         `json:"value,omitempty"`
+	ValueBase64 []byte          `json:"value_base64,omitempty"`
+	Event       json.RawMessage `json:"event,omitempty"`
+}
+
+// BatchRequest is the body of POST /v1/batch.
+type BatchRequest struct {
+	Ops []BatchOp `json:"ops"`
+}
+
+// maxBatchBody bounds the body of POST /v1/batch.
+const maxBatchBody = 16 << 20
+
+// batch applies every operation atomically with one durable commit (one
+// fsync shared with whatever else is committing) and answers {"seq": N},
+// the seq of its last record. It spends one token: a batch is one request.
+func (s *Server) batch(w http.ResponseWriter, r *http.Request, service string) {
+	body, ok := readBody(w, r, maxBatchBody)
+	if !ok {
+		return
+	}
+	var req BatchRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "batch: body must be {\"ops\": [...]}: "+err.Error())
+		return
+	}
+	if len(req.Ops) == 0 {
+		writeError(w, http.StatusBadRequest, "batch: no ops")
+		return
+	}
+	muts := make([]state.Mutation, len(req.Ops))
+	for i, op := range req.Ops {
+		m := state.Mutation{Key: op.Key}
+		switch op.Op {
+		case "put":
+			m.Op = state.OpPut
+			switch {
+			case op.Value != nil && op.ValueBase64 != nil:
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: value and value_base64 both given", i))
+				return
+			case op.Value != nil:
+				m.Value = []byte(*op.Value)
+			default:
+				m.Value = op.ValueBase64
+			}
+		case "delete":
+			m.Op = state.OpDelete
+		case "event":
+			m.Op = state.OpEvent
+			if op.Key != "" || !json.Valid(op.Event) {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: an event has no key and one JSON value in \"event\"", i))
+				return
+			}
+			m.Value = op.Event
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("batch op %d: op %q: expected put, delete or event", i, op.Op))
+			return
+		}
+		if m.Op != state.OpEvent {
+			if err := state.ValidateKey(m.Key, s.opts.MaxKey); err != nil {
+				s.storeError(w, r, fmt.Errorf("batch op %d: %w", i, err))
+				return
+			}
+		}
+		if len(m.Value) > s.opts.MaxValue {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch op %d: value of %d bytes, the limit is %d", i, len(m.Value), s.opts.MaxValue))
+			return
+		}
+		muts[i] = m
+	}
+	seq, err := s.store.Apply(r.Context(), service, muts)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PostEventResponse{Seq: seq})
 }

@@ -15,6 +15,7 @@ times; then StateError is raised.
     st.events(since=0, limit=100)       # [{"seq":..., "ts":..., "service":..., "event": {...}}]
 """
 
+import base64
 import http.client
 import json
 import os
@@ -105,6 +106,33 @@ class Client:
         """Append a JSON-serialisable event; returns its seq."""
         data = json.dumps(event).encode("utf-8")
         _, body = self._request("POST", "/v1/events", body=data, ok=(200,),
+                                headers={"Content-Type": "application/json"})
+        return json.loads(body)["seq"]
+
+    def batch(self, ops):
+        """Apply ops atomically with one durable commit; returns the seq of
+        the last record. Each op is ("put", key, value), ("delete", key) or
+        ("event", json_serialisable)."""
+        wire = []
+        for op in ops:
+            if op[0] == "put":
+                value = op[2]
+                if isinstance(value, str):
+                    wire.append({"op": "put", "key": op[1], "value": value})
+                else:
+                    try:
+                        wire.append({"op": "put", "key": op[1], "value": bytes(value).decode("utf-8")})
+                    except UnicodeDecodeError:
+                        wire.append({"op": "put", "key": op[1],
+                                     "value_base64": base64.b64encode(bytes(value)).decode("ascii")})
+            elif op[0] == "delete":
+                wire.append({"op": "delete", "key": op[1]})
+            elif op[0] == "event":
+                wire.append({"op": "event", "event": op[1]})
+            else:
+                raise ValueError("batch op %r: expected put, delete or event" % (op[0],))
+        data = json.dumps({"ops": wire}).encode("utf-8")
+        _, body = self._request("POST", "/v1/batch", body=data, ok=(200,),
                                 headers={"Content-Type": "application/json"})
         return json.loads(body)["seq"]
 

@@ -69,6 +69,8 @@ func workload(name string, args []string) int {
 		return listenEnv()
 	case "serve": // a web service on a socket tori-run passes
 		return serve(args[0])
+	case "control-status": // GET /v1/status on the control socket args[0]
+		return controlStatus(args[0])
 	case "daemon": // tori-run daemon: root, run dir, socket
 		return daemonMain(args[0], args[1], args[2])
 	case "ready-after": // wait n ms, then create /tmp/db-ready and sleep

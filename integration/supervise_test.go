@@ -3,7 +3,10 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,7 +160,9 @@ func TestDependencyOrder(t *testing.T) {
 	}
 }
 
-// TestDaemonRefusesNonRoot: the control socket is root's alone.
+// TestDaemonRefusesNonRoot: the control socket is root's alone: its mode
+// (0600) keeps others from connecting, and its peer-credential check
+// (SO_PEERCRED) refuses a non-root peer that connects anyway.
 func TestDaemonRefusesNonRoot(t *testing.T) {
 	requireRoot(t)
 	sockDir, err := os.MkdirTemp("", "tori-sock-")
@@ -203,12 +208,44 @@ func TestDaemonRefusesNonRoot(t *testing.T) {
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "workload", "dial", o.Socket)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "permission denied") {
+	asNobody := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(bin, append([]string{"workload"}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		return cmd.CombinedOutput()
+	}
+	if out, err := asNobody("dial", o.Socket); err == nil || !strings.Contains(string(out), "permission denied") {
 		t.Fatalf("nobody connected: %v %s", err, out)
 	}
+	// With the socket opened to everyone (an operator's mistake), nobody
+	// connects, and the daemon still refuses it by its peer credentials.
+	if err := os.Chmod(o.Socket, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, err := asNobody("control-status", o.Socket)
+	if err == nil || !strings.Contains(string(out), "HTTP 403") || !strings.Contains(string(out), "root only") {
+		t.Fatalf("nobody, connected, was not refused: %v %s", err, out)
+	}
+}
+
+// controlStatus asks the control socket at path for the status and prints
+// the HTTP answer; it exits 0 only on 200.
+func controlStatus(path string) int {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
+	resp, err := hc.Get("http://tori/v1/status")
+	if err != nil {
+		println(err.Error())
+		return 2
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	fmt.Printf("HTTP %d: %s\n", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		return 3
+	}
+	return 0
 }
 
 func dial(path string) int {

@@ -2,19 +2,23 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/supervisor"
 )
 
 func requireRoot(t *testing.T) {
@@ -231,24 +235,79 @@ func TestReadOnlyApp(t *testing.T) {
 	}
 }
 
-// TestStopKillsWholeTree: children that ignore SIGTERM go with the
-// service's cgroup after the stop timeout.
+// TestStopKillsWholeTree: the supervisor's stop (what run and the daemon
+// do) sends the stop signal, then after stop_timeout kills the service's
+// whole tree: the main process and the children that ignore SIGTERM too.
 func TestStopKillsWholeTree(t *testing.T) {
 	requireRoot(t)
-	inst := start(t, capsule(t, "services:\n  tree:\n    command: "+wl+"ignore-term\n    stop_timeout: 300ms\n"), options(t))
-	s, lines := service(t, inst, "tree")
-	expectLine(t, lines, "tree started")
-	if procs, _ := s.Group.Procs(); len(procs) != 4 {
-		t.Fatalf("want the service and 3 children, got %v", procs)
+	inst := start(t, capsule(t, "services:\n  tree:\n    command: "+wl+"ignore-term\n    stop_timeout: 300ms\n"+
+		"    ready: { exec: \"/.tori/tori-run workload exists /tmp/tree-started\", interval: 50ms, retries: 200 }\n"), options(t))
+	sup, err := inst.Supervise()
+	if err != nil {
+		t.Fatal(err)
 	}
-	info := s.Stop(context.Background(), inst.Manifest.Service("tree"))
+	if err := sup.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sup.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := sup.Status()[0]
+	tree := append([]int{st.Pid}, childrenOf(t, st.Pid)...)
+	if len(tree) != 4 {
+		t.Fatalf("want the service and 3 children, got %v", tree)
+	}
+	fds := make([]int, len(tree))
+	for i, pid := range tree {
+		if fds[i], err = unix.PidfdOpen(pid, 0); err != nil {
+			t.Fatalf("pidfd of %d: %v", pid, err)
+		}
+		defer unix.Close(fds[i])
+	}
+	if err := sup.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sup.Wait()
 	// The main process ignores SIGTERM: only the kill after stop_timeout ends it.
-	if info.Signal != syscall.SIGKILL {
-		t.Errorf("ended: %s, want killed by SIGKILL after the stop timeout", info.Reason())
+	if st = sup.Status()[0]; st.LastExit == nil || st.LastExit.Signal != syscall.SIGKILL || st.LastReason != supervisor.ReasonStopRequested {
+		t.Errorf("ended: %v (%s), want killed by SIGKILL after the stop timeout of a requested stop", st.LastExit, st.LastReason)
 	}
-	if procs, _ := s.Group.Procs(); len(procs) != 0 {
-		t.Fatalf("left after stop: %v", procs)
+	// Every process of the tree ends (pidfds: no pid reuse can fool this).
+	// The bound only keeps a broken kill from hanging the test.
+	for i, fd := range fds {
+		fs := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fs, 10_000); n != 1 || err != nil {
+			t.Errorf("pid %d still runs after the stop (%v)", tree[i], err)
+		}
 	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // TestBadSetups fail with a clear error and leave nothing behind.

@@ -91,12 +91,13 @@ func workload(name string, args []string) int {
 		fmt.Printf("usr write: %v\n", os.WriteFile("/usr/tori-test", []byte("x"), 0o644))
 		fmt.Printf("hostname: %s\n", hostname())
 		time.Sleep(time.Hour)
-	case "ignore-term": // a tree that ignores SIGTERM
+	case "ignore-term": // a tree that ignores SIGTERM; /tmp/tree-started once it is whole
 		signalIgnore()
 		for i := 0; i < 3; i++ {
 			_, _ = syscall.ForkExec("/.tori/tori-run", []string{"tori-run", "workload", "ignore-term-leaf"}, &syscall.ProcAttr{})
 		}
 		fmt.Println("tree started")
+		_ = os.WriteFile("/tmp/tree-started", nil, 0o644)
 		time.Sleep(time.Hour)
 	case "ignore-term-leaf":
 		signalIgnore()

@@ -208,7 +208,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = cgroups.Detect(); err != nil {
+	if i.host, err = detectCgroups(o.RunDir); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	if err := cgroups.EnsureDelegation(i.host); err != nil {
@@ -241,10 +241,18 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	} else if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
 	}
-	if err := i.startState(); err != nil {
-		return i, err
+	// The capsule's store opens (it recovers its log and syncs its folder)
+	// while the container starts: only the services, started after Create,
+	// reach its socket. Both are done before Create returns, or cleans up.
+	// (A state served by a blue-green group, Options.Shared, starts first.)
+	stateDone := make(chan error, 1)
+	if i.opts.Shared != nil {
+		stateDone <- i.startState()
+	} else {
+		go func() { stateDone <- i.startState() }()
 	}
-	if err := i.startContainer(); err != nil {
+	cerr := i.startContainer()
+	if err := errors.Join(cerr, <-stateDone); err != nil {
 		return i, err
 	}
 	if err := i.holdSockets(); err != nil {
@@ -454,15 +462,25 @@ func (i *Instance) Destroy(ctx context.Context) error {
 	if i.listener != nil {
 		_ = i.listener.Close()
 	}
+	// The store closes (its final flush into Parquet) while the container
+	// and cgroups go: what it acknowledged is in its log already, so
+	// nothing waits for the flush but the folder's removal.
+	// A state served by a blue-green group (Options.Shared) stops in order.
+	stateDone := make(chan error, 1)
+	if i.opts.Shared != nil {
+		stateDone <- i.stopState(ctx)
+	} else {
+		go func() { stateDone <- i.stopState(ctx) }()
+	}
 	if i.container != nil {
 		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
-	errs = append(errs, i.stopState(ctx))
 	i.closeSockets()
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
 	}
 	errs = append(errs, overlay.UnmountAll(i.paths.Dir))
+	errs = append(errs, <-stateDone)
 	if err := overlay.RemoveUnmounted(i.paths.Dir); err != nil {
 		errs = append(errs, err)
 	}

@@ -227,30 +227,42 @@ func stopDeadline(m *specs.Manifest) time.Duration {
 }
 
 // echoLogs follows every service's log from now on and prints its lines to
-// out. The returned func stops following once what was written is printed.
+// out. The returned func, called once the supervisor has stopped (its log
+// writers are closed, so the files are complete), stops following and
+// prints what the followers had not reached yet: no sleep, nothing lost.
 // The first write error is passed to failed, once; later lines are dropped
 // (they stay in the log files).
 func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
-	// Following ends when the run is done, not at the signal: the services'
-	// last lines come after it.
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &lineWriter{out: out, failed: failed}
 	since := time.Now()
+	seen := make([]int, len(m.Services)) // lines passed on per service, in file order
 	var wg sync.WaitGroup
-	for _, s := range m.Services {
+	for k, s := range m.Services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = supervisor.ReadLogs(fctx, dir, s.Name, supervisor.ReadOptions{Since: since, Follow: true}, func(l supervisor.Line) error {
+				seen[k]++
 				w.print(s.Name, l.Text)
 				return nil
 			})
 		}()
 	}
 	return func() {
-		time.Sleep(50 * time.Millisecond) // the last lines reach the files just before the services end
 		cancel()
 		wg.Wait()
+		// The same files in the same order from the same Since: skipping
+		// what the follower passed on leaves exactly the lines it missed.
+		for k, s := range m.Services {
+			n := 0
+			_ = supervisor.ReadLogs(context.WithoutCancel(ctx), dir, s.Name, supervisor.ReadOptions{Since: since}, func(l supervisor.Line) error {
+				if n++; n > seen[k] {
+					w.print(s.Name, l.Text)
+				}
+				return nil
+			})
+		}
 	}
 }
 

@@ -265,3 +265,46 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Cleanup(func() { m.Close(); s.Close() })
 	return m, s
 }
+
+// A run echoes each line its services wrote, once and in order, up to the
+// last one written just before they exited.
+func TestRunEchoesEveryLine(t *testing.T) {
+	e := newRunEnv(t)
+	const app = "name: lines\nversion: \"1.0.0\"\nservices:\n  burst:\n    command: /bin/sh -c \"i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); done\"\n"
+	if err := os.WriteFile(filepath.Join(e.app, "capsule.yml"), []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.command("run", e.app, "--log-level", "error")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tori-run run: %v", err)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if _, text, ok := strings.Cut(l, "| "); ok {
+			got = append(got, text)
+		}
+	}
+	var want []string
+	for i := 1; i <= 300; i++ {
+		want = append(want, fmt.Sprintf("line%d", i))
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("echoed %d lines, want line1..line300 once each in order; got first %q, last %q", len(got), first(got), last(got))
+	}
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func last(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[len(s)-1]
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -140,10 +141,12 @@ type Instance struct {
 	container *libcontainer.Container
 	initProc  *libcontainer.Process
 	listener  *net.UnixListener
-	services  map[string]*cgroups.Group
-	state     *capsuleState
-	confine   confinement
-	appLower  string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
+	// svcMu guards services: the supervisor starts services concurrently.
+	svcMu    sync.Mutex
+	services map[string]*cgroups.Group
+	state    *capsuleState
+	confine  confinement
+	appLower string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
 	// sockets are the capsule's listening sockets (sockets.go); ownSockets
 	// when this instance opened them (no Options.Shared).
 	sockets    *Listeners
@@ -446,6 +449,16 @@ func (i *Instance) startContainer() error {
 	return nil
 }
 
+// madeGroup returns the cgroup of a service made earlier, or nil.
+func (i *Instance) madeGroup(name string) *cgroups.Group {
+	i.svcMu.Lock()
+	defer i.svcMu.Unlock()
+	return i.services[name]
+}
+
+// initMemoryLimit is the capsule init's GOMEMLIMIT.
+const initMemoryLimit = "4MiB"
+
 func (i *Instance) initPID() int {
 	if i.initProc == nil {
 		return 0
@@ -551,15 +564,17 @@ func killAndRemove(g *cgroups.Group, removeParent bool) error {
 // Only when no child is left is EBUSY retried a few times, since on v1 a
 // removed child is torn down asynchronously.
 func removeIfEmpty(dir string) {
-	for range 50 { // about a second: under load v1 takes its time
+	delay := time.Millisecond
+	for deadline := time.Now().Add(time.Second); ; { // under load v1 takes its time
 		if hasSubdir(dir) {
 			return
 		}
 		err := unix.Rmdir(dir)
-		if !errors.Is(err, unix.EBUSY) {
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(delay) // the release is usually done within a millisecond or two
+		delay = min(2*delay, 20*time.Millisecond)
 	}
 }
 

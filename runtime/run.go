@@ -228,7 +228,6 @@ func returnStartHeap(ctx context.Context, sup *supervisor.Supervisor) {
 	debug.FreeOSMemory()
 }
 
-
 // allTerminal says whether no service runs or will run: each ended, failed
 // or was stopped (a service not yet started has not ended).
 func allTerminal(st []supervisor.ServiceStatus) bool {

@@ -235,7 +235,7 @@ crash_app "$work/apps/crash" supcrash tori-daemon
 "$tori" build --from-dir "$work/apps/crash" --manifest "$work/apps/crash/capsule.yml" --output-dir "$work/out" >"$work/raw/build.log" 2>&1 || die "tori-run build failed: $(cat "$work/raw/build.log")"
 "$tori" install "$work"/out/capsule-supcrash-*.tar.gz >"$work/raw/install.log" 2>&1 || die "tori-run install failed: $(cat "$work/raw/install.log")"
 sock=$work/tori.sock
-start_bg "$work/raw/daemon.log" "$tori" daemon --socket "$sock"
+start_bg "$work/raw/daemon.log" "$tori" daemon --socket "$sock" --allow-volume "$work/stamps"
 daemon=$bgpid
 for ((i = 0; i < 100; i++)); do [[ -S $sock ]] && break; sleep 0.1; done
 [[ -S $sock ]] || die "the daemon's socket did not appear"
@@ -253,7 +253,7 @@ tori_stop "$daemon"
 
 log "restart latency: tori-run run, foreground ($fast_n restarts)"
 crash_app "$work/apps/crashrun" supcrashrun tori-run
-start_bg "$work/raw/tori-run.log" "$tori" run "$work/apps/crashrun"
+start_bg "$work/raw/tori-run.log" "$tori" run "$work/apps/crashrun" --allow-volume "$work/stamps"
 run=$bgpid
 wait_lines "$work/stamps/tori-run" "$fast_n" 120
 tori_stop "$run"

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -186,7 +185,6 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
 		inst.Log.Error().Err(err).Msg("starting the services")
 	}
-	go returnStartHeap(ctx, sup)
 	for !allTerminal(sup.Status()) {
 		select {
 		case <-sub.C(): // the supervisor logs each transition itself
@@ -205,27 +203,6 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	echo()
 	res.Services = sup.Status()
 	return res, nil
-}
-
-// returnStartHeap hands the heap that starting the services churned back
-// to the kernel, once, a second after every service is ready (GOGC lets the
-// heap grow to twice what lives, and the scavenger returns it slowly; an
-// idle supervisor needs little of it). A run that ends sooner never pays
-// for the forced collection.
-func returnStartHeap(ctx context.Context, sup *supervisor.Supervisor) {
-	if sup.WaitReady(ctx) != nil {
-		return
-	}
-	select {
-	case <-time.After(time.Second):
-	case <-ctx.Done():
-		return
-	}
-	// No soft memory limit (debug.SetMemoryLimit) after this: with 100
-	// services the runtime's own memory sits above any limit that would
-	// help, and the scavenger then ran without pause (96k wakeups in 30 s
-	// idle, bench/supervise).
-	debug.FreeOSMemory()
 }
 
 // allTerminal says whether no service runs or will run: each ended, failed

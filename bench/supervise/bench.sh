@@ -242,7 +242,7 @@ for ((i = 0; i < 100; i++)); do [[ -S $sock ]] && break; sleep 0.1; done
 start_bg "$work/raw/tori-daemon.events.jsonl" "$tori" events --json --socket "$sock"
 events=$bgpid
 sleep 0.5
-"$tori" enable supcrash --socket "$sock" >/dev/null
+"$tori" enable supcrash --socket "$sock" --allow-volume "$work/stamps" >/dev/null
 wait_lines "$work/stamps/tori-daemon" "$fast_n" 120
 "$tori" disable supcrash --socket "$sock" >/dev/null
 sleep 0.5

@@ -49,7 +49,14 @@ def main():
         if m.get("source", "").startswith(instance):
             continue
         mounts.append(m)
-        os.makedirs(os.path.join(rootfs, m["destination"].lstrip("/")), exist_ok=True)
+        dest = os.path.join(rootfs, m["destination"].lstrip("/"))
+        if os.path.isfile(m.get("source", "")) and not os.path.isdir(m.get("source", "")):
+            # A file bound on its own (tori-run binds /etc's files one by one):
+            # its mount point is an empty file.
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            open(dest, "a").close()
+        else:
+            os.makedirs(dest, exist_ok=True)
     # Merged-/usr hosts: /bin -> usr/bin and so on, as tori-run's rootfs has.
     for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = "/" + d

@@ -18,7 +18,7 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 GOTAGS    ?= seccomp
 TAGFLAG   := -tags $(GOTAGS)
 
-.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short bench-upgrade-short bench-state bench-state-short
+.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short bench-upgrade-short bench-state bench-state-short bench bench-short
 
 all: build
 
@@ -39,7 +39,7 @@ install: build ## install into $(PREFIX)/bin
 demo: build ## show what tori-run does today with the reference capsule
 	./scripts/demo.sh
 
-test: lint test-root test-vm fuzz bench-toritest-short ## everything CI runs
+test: lint test-root test-vm fuzz bench-short ## everything CI runs
 
 test-unit: ## fast tests, no root needed (root tests skip and say why)
 	$(GO) test $(TAGFLAG) -short -count=1 ./...
@@ -75,6 +75,22 @@ bench-state: ## the state store against SQLite, full counts (about 5 minutes; do
 
 bench-state-short: ## the same in a few seconds (-short: 3000 records, 3 s of rate limiter); a smoke check, not numbers
 	$(GO) run ./bench/state -short
+
+# Benchmarks (as root). bench-short runs every bench in a few rounds, so
+# that a bench that breaks fails make test; its numbers are not for
+# comparing. make bench runs them for real and refreshes docs/PERFORMANCE.md.
+bench-short: build ## every benchmark in short mode (seconds each): part of make test
+	SHORT=1 TORI_BIN=$(CURDIR)/$(BIN) bench/start/bench.sh
+	SHORT=1 TORI_BIN=$(CURDIR)/$(BIN) bench/supervise/bench.sh
+	SHORT=1 bench/release/bench.sh
+	$(MAKE) --no-print-directory bench-state-short bench-toritest-short bench-upgrade-short
+
+bench: build ## every benchmark for real (minutes; as root), then refresh docs/PERFORMANCE.md's tables
+	TORI_BIN=$(CURDIR)/$(BIN) bench/start/bench.sh
+	TORI_BIN=$(CURDIR)/$(BIN) bench/supervise/bench.sh
+	mkdir -p bench/release/results && bench/release/bench.sh | tee bench/release/results/summary.md
+	$(MAKE) --no-print-directory bench-state bench-toritest
+	python3 bench/tables.py docs/PERFORMANCE.md
 
 lint: $(GOLANGCI) ## go vet, staticcheck, depguard's layering rules, gofmt
 	$(GO) vet $(TAGFLAG) ./...

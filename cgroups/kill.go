@@ -103,7 +103,10 @@ func (g *Group) killFrozen() error {
 	}
 }
 
-// waitEmpty polls with backoff until no process is in the group, or b runs out.
+// waitEmpty waits until no process is in the group, or b runs out. It
+// sleeps on a pidfd of each process left (readable once it has exited), so
+// a stop pays for no polling interval; without pidfds (Linux < 5.3) it
+// falls back to polling with backoff.
 func (g *Group) waitEmpty(b *backoff) error {
 	for {
 		pids, err := g.others()
@@ -113,8 +116,55 @@ func (g *Group) waitEmpty(b *backoff) error {
 		if len(pids) == 0 {
 			return nil
 		}
-		if !b.wait() {
+		if time.Now().After(b.deadline) {
 			return fmt.Errorf("kill cgroup %s: %w after SIGKILL: %s", g.path, ErrNotEmpty, describePids(pids))
+		}
+		if !waitExited(pids, time.Until(b.deadline)) && !b.wait() {
+			return fmt.Errorf("kill cgroup %s: %w after SIGKILL: %s", g.path, ErrNotEmpty, describePids(pids))
+		}
+	}
+}
+
+// waitExited waits, up to limit, until every process of pids has exited,
+// through their pidfds. It returns false when pidfds are not available (the
+// caller polls instead); a process already gone counts as exited.
+func waitExited(pids []int, limit time.Duration) bool {
+	fds := make([]unix.PollFd, 0, len(pids))
+	defer func() {
+		for _, f := range fds {
+			unix.Close(int(f.Fd))
+		}
+	}()
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		switch {
+		case err == nil:
+			fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		case errors.Is(err, unix.ESRCH):
+		default: // ENOSYS, EINVAL (a thread id), ...
+			return false
+		}
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		left := fds[:0]
+		for _, f := range fds {
+			if f.Revents&(unix.POLLIN|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				unix.Close(int(f.Fd))
+				continue
+			}
+			left = append(left, f)
+		}
+		fds = left
+		if len(fds) == 0 {
+			return true
+		}
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms <= 0 {
+			return true // the caller sees who is left and says so
+		}
+		if _, err := unix.Poll(fds, ms); err != nil && !errors.Is(err, unix.EINTR) {
+			return false
 		}
 	}
 }

@@ -179,7 +179,9 @@ func (i *Instance) serviceGroup(name string) (*cgroups.Group, error) {
 	if err != nil {
 		return nil, err
 	}
+	i.svcMu.Lock()
 	i.services[name] = g
+	i.svcMu.Unlock()
 	return g, nil
 }
 

@@ -208,7 +208,8 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 	if err != nil {
 		return nil, err
 	}
-	echo := echoLogs(ctx, LogDir(o.Root, m.Name), m, out)
+	// An engine owns the container's output: a write error there does not stop it.
+	echo := echoLogs(ctx, LogDir(o.Root, m.Name), m, out, nil)
 	sub := sup.Events()
 	defer sub.Close()
 	fwd := make(chan os.Signal, 4)

@@ -328,7 +328,7 @@ func (e *ExecError) Error() string {
 // stderr together). A status other than 0 is an *ExecError. When ctx ends
 // first the process is killed.
 func (i *Instance) ExecOutput(ctx context.Context, service string, argv ...string) ([]byte, error) {
-	s, g := i.Manifest.Service(service), i.services[service]
+	s, g := i.Manifest.Service(service), i.madeGroup(service)
 	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
 		return nil, fmt.Errorf("exec in %s: no such running service", service)
 	}

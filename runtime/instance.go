@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -140,10 +141,12 @@ type Instance struct {
 	container *libcontainer.Container
 	initProc  *libcontainer.Process
 	listener  *net.UnixListener
-	services  map[string]*cgroups.Group
-	state     *capsuleState
-	confine   confinement
-	appLower  string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
+	// svcMu guards services: the supervisor starts services concurrently.
+	svcMu    sync.Mutex
+	services map[string]*cgroups.Group
+	state    *capsuleState
+	confine  confinement
+	appLower string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
 	// sockets are the capsule's listening sockets (sockets.go); ownSockets
 	// when this instance opened them (no Options.Shared).
 	sockets    *Listeners
@@ -208,7 +211,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = cgroups.Detect(); err != nil {
+	if i.host, err = detectCgroups(o.RunDir); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	if err := cgroups.EnsureDelegation(i.host); err != nil {
@@ -241,10 +244,18 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	} else if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
 	}
-	if err := i.startState(); err != nil {
-		return i, err
+	// The capsule's store opens (it recovers its log and syncs its folder)
+	// while the container starts: only the services, started after Create,
+	// reach its socket. Both are done before Create returns, or cleans up.
+	// (A state served by a blue-green group, Options.Shared, starts first.)
+	stateDone := make(chan error, 1)
+	if i.opts.Shared != nil {
+		stateDone <- i.startState()
+	} else {
+		go func() { stateDone <- i.startState() }()
 	}
-	if err := i.startContainer(); err != nil {
+	cerr := i.startContainer()
+	if err := errors.Join(cerr, <-stateDone); err != nil {
 		return i, err
 	}
 	if err := i.holdSockets(); err != nil {
@@ -359,6 +370,9 @@ func (i *Instance) startContainer() error {
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State,
 		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
+		// No GOMEMLIMIT for the init: its Go start-up alone (the whole
+		// tori-run binary's package init) passes 4 MiB, and under such a
+		// limit the collector ran without pause: +300 ms to every start.
 		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,
 		SocketMounts: i.sockets.mounts(),
 	})
@@ -438,6 +452,13 @@ func (i *Instance) startContainer() error {
 	return nil
 }
 
+// madeGroup returns the cgroup of a service made earlier, or nil.
+func (i *Instance) madeGroup(name string) *cgroups.Group {
+	i.svcMu.Lock()
+	defer i.svcMu.Unlock()
+	return i.services[name]
+}
+
 func (i *Instance) initPID() int {
 	if i.initProc == nil {
 		return 0
@@ -454,15 +475,25 @@ func (i *Instance) Destroy(ctx context.Context) error {
 	if i.listener != nil {
 		_ = i.listener.Close()
 	}
+	// The store closes (its final flush into Parquet) while the container
+	// and cgroups go: what it acknowledged is in its log already, so
+	// nothing waits for the flush but the folder's removal.
+	// A state served by a blue-green group (Options.Shared) stops in order.
+	stateDone := make(chan error, 1)
+	if i.opts.Shared != nil {
+		stateDone <- i.stopState(ctx)
+	} else {
+		go func() { stateDone <- i.stopState(ctx) }()
+	}
 	if i.container != nil {
 		errs = append(errs, destroyContainer(i.container, i.initProc))
 	}
-	errs = append(errs, i.stopState(ctx))
 	i.closeSockets()
 	if i.group != nil {
 		errs = append(errs, i.removeGroup(i.group))
 	}
 	errs = append(errs, overlay.UnmountAll(i.paths.Dir))
+	errs = append(errs, <-stateDone)
 	if err := overlay.RemoveUnmounted(i.paths.Dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -533,15 +564,17 @@ func killAndRemove(g *cgroups.Group, removeParent bool) error {
 // Only when no child is left is EBUSY retried a few times, since on v1 a
 // removed child is torn down asynchronously.
 func removeIfEmpty(dir string) {
-	for range 50 { // about a second: under load v1 takes its time
+	delay := time.Millisecond
+	for deadline := time.Now().Add(time.Second); ; { // under load v1 takes its time
 		if hasSubdir(dir) {
 			return
 		}
 		err := unix.Rmdir(dir)
-		if !errors.Is(err, unix.EBUSY) {
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(delay) // the release is usually done within a millisecond or two
+		delay = min(2*delay, 20*time.Millisecond)
 	}
 }
 

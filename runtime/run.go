@@ -149,8 +149,12 @@ func (i *Instance) Supervise() (*supervisor.Supervisor, error) {
 // policies, probes, ordering, logs) until ctx ends (SIGINT/SIGTERM) or no
 // service runs any more, then stops the services in reverse order and
 // removes the instance. Service output is logged, and echoed to out line by
-// line, prefixed with the service's name.
+// line, prefixed with the service's name; when out fails (its reader is
+// gone: EPIPE, or EIO from a hung-up terminal) the run stops as if
+// signalled, rather than run on unseen or die and orphan the capsule.
 func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	t, err := Resolve(ref, o)
 	if err != nil {
 		return nil, err
@@ -168,7 +172,10 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err != nil {
 		return nil, err
 	}
-	echo := echoLogs(ctx, LogDir(o.Root, t.Manifest.Name), t.Manifest, out)
+	echo := echoLogs(ctx, LogDir(o.Root, t.Manifest.Name), t.Manifest, out, func(err error) {
+		inst.Log.Warn().Err(err).Msg("the output is gone: stopping the capsule")
+		cancel(fmt.Errorf("writing the services' output: %w", err))
+	})
 	sub := sup.Events()
 	defer sub.Close()
 	res := &RunResult{}
@@ -187,8 +194,8 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 		}
 		break
 	}
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(t.Manifest))
-	defer cancel()
+	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(t.Manifest))
+	defer stopCancel()
 	if err := sup.Stop(stopCtx); err != nil {
 		inst.Log.Error().Err(err).Msg("stopping the services")
 	}
@@ -220,39 +227,63 @@ func stopDeadline(m *specs.Manifest) time.Duration {
 }
 
 // echoLogs follows every service's log from now on and prints its lines to
-// out. The returned func stops following once what was written is printed.
-func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer) func() {
-	// Following ends when the run is done, not at the signal: the services'
-	// last lines come after it.
+// out. The returned func, called once the supervisor has stopped (its log
+// writers are closed, so the files are complete), stops following and
+// prints what the followers had not reached yet: no sleep, nothing lost.
+// The first write error is passed to failed, once; later lines are dropped
+// (they stay in the log files).
+func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w := &lineWriter{out: out}
+	w := &lineWriter{out: out, failed: failed}
 	since := time.Now()
+	seen := make([]int, len(m.Services)) // lines passed on per service, in file order
 	var wg sync.WaitGroup
-	for _, s := range m.Services {
+	for k, s := range m.Services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = supervisor.ReadLogs(fctx, dir, s.Name, supervisor.ReadOptions{Since: since, Follow: true}, func(l supervisor.Line) error {
+				seen[k]++
 				w.print(s.Name, l.Text)
 				return nil
 			})
 		}()
 	}
 	return func() {
-		time.Sleep(50 * time.Millisecond) // the last lines reach the files just before the services end
 		cancel()
 		wg.Wait()
+		// The same files in the same order from the same Since: skipping
+		// what the follower passed on leaves exactly the lines it missed.
+		for k, s := range m.Services {
+			n := 0
+			_ = supervisor.ReadLogs(context.WithoutCancel(ctx), dir, s.Name, supervisor.ReadOptions{Since: since}, func(l supervisor.Line) error {
+				if n++; n > seen[k] {
+					w.print(s.Name, l.Text)
+				}
+				return nil
+			})
+		}
 	}
 }
 
 // lineWriter interleaves whole lines from several services.
 type lineWriter struct {
-	mu  sync.Mutex // guards out
-	out io.Writer
+	mu     sync.Mutex // guards out and err
+	out    io.Writer
+	err    error // the first write error: nothing more is written
+	failed func(error)
 }
 
 func (w *lineWriter) print(name, text string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	fmt.Fprintf(w.out, "%-14s | %s\n", name, text)
+	if w.err != nil {
+		return
+	}
+	if _, err := fmt.Fprintf(w.out, "%-14s | %s\n", name, text); err != nil {
+		w.err = err
+		if w.failed != nil {
+			w.failed(err)
+		}
+	}
 }

@@ -84,12 +84,14 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 	if s == nil {
 		return nil, fmt.Errorf("capsule %s has no service %q", i.Manifest.Name, name)
 	}
+	i.svcMu.Lock() // services start concurrently
 	g := i.services[name]
 	if g == nil && i.group != nil { // no cgroups: rootless_run.go
 		var unenforced []string
 		var err error
 		g, unenforced, err = i.group.Child("svc-"+name, toCgroupResources(s.Resources))
 		if err != nil {
+			i.svcMu.Unlock()
 			return nil, fmt.Errorf("cgroup of service %s: %w", name, err)
 		}
 		for _, u := range unenforced {
@@ -97,6 +99,7 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 		}
 		i.services[name] = g
 	}
+	i.svcMu.Unlock()
 	// The init keeps a read end of each output pipe while the service lives,
 	// so that its output survives a dead tori-run until a new one adopts it.
 	keep := keepReadEnds(stdout, stderr)
@@ -207,7 +210,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 // environment, and waits for it: nil if it exits 0. When ctx ends first the
 // process is killed. Exec probes run this way.
 func (i *Instance) Exec(ctx context.Context, service string, argv []string) error {
-	s, g := i.Manifest.Service(service), i.services[service]
+	s, g := i.Manifest.Service(service), i.madeGroup(service)
 	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
 		return fmt.Errorf("exec in %s: no such running service", service)
 	}

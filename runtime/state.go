@@ -158,7 +158,10 @@ func (i *Instance) startState() error {
 }
 
 // stopState stops serving and closes the store (acknowledged writes are
-// durable already; closing flushes the buffer into Parquet).
+// durable already; closing flushes the buffer into Parquet). Both are
+// bounded by stateStopTimeout: a flush still running then goes on in the
+// background (a process that exits meanwhile leaves it to the next Open's
+// recovery from the log), and the stop does not wait for it.
 func (i *Instance) stopState(ctx context.Context) error {
 	if i.state == nil {
 		return nil
@@ -167,12 +170,24 @@ func (i *Instance) stopState(ctx context.Context) error {
 		i.opts.Shared.unserveState(i)
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, stateStopTimeout)
 	defer cancel()
-	err := errors.Join(i.state.srv.Shutdown(sctx), i.state.store.Close())
+	st := i.state
 	i.state = nil
-	return err
+	err := st.srv.Shutdown(sctx)
+	closed := make(chan error, 1)
+	go func() { closed <- st.store.Close() }()
+	select {
+	case cerr := <-closed:
+		return errors.Join(err, cerr)
+	case <-sctx.Done():
+		i.Log.Warn().Dur("after", stateStopTimeout).Msg("the capsule's state store is still flushing; its log holds every acknowledged write")
+		return err
+	}
 }
+
+// stateStopTimeout bounds stopState.
+const stateStopTimeout = 5 * time.Second
 
 // openState opens a capsule's store under stateRoot and makes the proxy
 // that serves it (not listening yet): what run, the daemon and container

@@ -4,14 +4,18 @@
 # sha256sum, side by side in the same run; prints the best of REPEAT runs
 # (default 3) of each step, in seconds and MB/s of app content.
 # Usage: bench/release/bench.sh   (from anywhere; needs go, tar, gzip, awk)
+#   SHORT=1: one run of a 200-file, 2 MB app (seconds; what make test runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-repeat=${REPEAT:-3}
+SHORT=${SHORT:-0}
+repeat=${REPEAT:-$((SHORT ? 1 : 3))}
+gen_size=()
+((!SHORT)) || gen_size=(200 2000000)
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
 go build -o "$work/bench" ./bench/release
-"$work/bench" gen "$work/app"
+"$work/bench" gen "$work/app" "${gen_size[@]}"
 bytes=$(find "$work/app" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 files=$(find "$work/app" -type f | wc -l)
 

@@ -1,7 +1,7 @@
 // Command bench measures release.Build and release.Store.Install on a
 // generated app; bench.sh runs it beside tar and sha256sum.
 //
-//	bench gen DIR                        write the app (10,000 files, ~100 MB)
+//	bench gen DIR [FILES BYTES]          write the app (default 10,000 files, ~100 MB)
 //	bench build APP MANIFEST OUTDIR [zstd] build; prints "build SECONDS MB/s ARCHIVE"
 //	bench install ARCHIVE ROOT           install; prints "install SECONDS MB/s"
 package main
@@ -39,8 +39,17 @@ func run(args []string) error {
 	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}).Level(zerolog.DebugLevel)
 	switch {
-	case args[0] == "gen" && len(args) == 2:
-		return gen(args[1], 10_000, 100_000_000)
+	case args[0] == "gen" && (len(args) == 2 || len(args) == 4):
+		files, bytes := 10_000, int64(100_000_000)
+		if len(args) == 4 {
+			if _, err := fmt.Sscan(args[2], &files); err != nil {
+				return fmt.Errorf("gen: FILES %q: %w", args[2], err)
+			}
+			if _, err := fmt.Sscan(args[3], &bytes); err != nil {
+				return fmt.Errorf("gen: BYTES %q: %w", args[3], err)
+			}
+		}
+		return gen(args[1], files, bytes)
 	case args[0] == "build" && (len(args) == 4 || len(args) == 5):
 		comp := release.Gzip
 		if len(args) == 5 {

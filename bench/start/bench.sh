@@ -9,6 +9,11 @@
 #   STRACE_RUNS=10        traced tori-run runs for the phase breakdown (0: skip)
 #   MAX_LOAD=1.5          wait (up to LOAD_WAIT=180 s) for the 1-min load to fall below this
 #   OUT=bench/start/results
+#   TORI_BIN=path         use this tori-run instead of running make build
+#   SHORT=1               a few runs of everything (seconds; what make test runs): RUNS=3 WARMUP=1
+#                         SS_RUNS=2 STRACE_RUNS=1, no wait for the load, no hyperfine, results in the
+#                         work folder unless OUT is set. An anchor that cannot run here (crun) is
+#                         reported and skipped, with the reason, never faked.
 #
 # It installs hyperfine, runc and crun (and strace) with apt-get when missing,
 # builds bin/tori-run, works in a temporary folder, never touches /opt/tori or
@@ -18,13 +23,17 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+SHORT=${SHORT:-0}
+if ((SHORT)); then
+	RUNS=${RUNS:-3} WARMUP=${WARMUP:-1} SS_RUNS=${SS_RUNS:-2} STRACE_RUNS=${STRACE_RUNS:-1} LOAD_WAIT=${LOAD_WAIT:-0}
+fi
 RUNS=${RUNS:-40}
 WARMUP=${WARMUP:-3}
 SS_RUNS=${SS_RUNS:-30}
 STRACE_RUNS=${STRACE_RUNS:-10}
 MAX_LOAD=${MAX_LOAD:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-180}
-OUT=${OUT:-$here/results}
+OUT=${OUT:-}
 PY=/usr/bin/python3 # not a pyenv shim: its start-up would not matter, but its environment might
 [[ -x $PY ]] || PY=python3
 
@@ -32,7 +41,7 @@ log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (containers, mounts and cgroups)"
-((RUNS >= 30)) || die "RUNS=$RUNS: at least 30"
+((SHORT || RUNS >= 30)) || die "RUNS=$RUNS: at least 30 (SHORT=1 for a quick check)"
 
 # --- 1. tools ---------------------------------------------------------------
 missing=()
@@ -46,8 +55,12 @@ if ((${#missing[@]})); then
 fi
 
 # --- 2. tori-run --------------------------------------------------------------
-log "make build"
-make -C "$repo" build >/dev/null
+tori_src=${TORI_BIN:-}
+if [[ -z $tori_src ]]; then
+	log "make build"
+	make -C "$repo" build >/dev/null
+	tori_src=$repo/bin/tori-run
+fi
 
 # --- the work folder, and what must be gone at the end ------------------------
 work=$(mktemp -d /tmp/tori-bench-start.XXXXXX)
@@ -70,8 +83,8 @@ leftovers() {
 	local p
 	for p in /proc/[0-9]*; do
 		[[ $p == /proc/$$ || $p == /proc/$BASHPID ]] && continue
-		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$work"; then
-			echo "process: ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)"
+		if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$work"; then
+			echo "process: ${p#/proc/} $(tr '\0' ' ' 2>/dev/null <"$p/cmdline")"
 		fi
 	done
 	ls -A "$work/tori-root/instances" 2>/dev/null | sed 's/^/tori instance: /'
@@ -99,6 +112,7 @@ remove_tag_cgroups() {
 cleanup() {
 	local rc=$?
 	set +e
+	if [[ -n ${neighbour:-} ]] && kill -TERM "$neighbour" 2>/dev/null; then wait "$neighbour"; fi
 	# Containers the runs may have left (only on failure): delete by id, from our own state roots.
 	for id in $(ls -A "$work/runc-state" 2>/dev/null); do runc --root "$work/runc-state" delete -f "$id"; done
 	for id in $(ls -A "$work/crun-state" 2>/dev/null | grep -v '^\.'); do
@@ -117,13 +131,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if [[ -z $OUT ]]; then if ((SHORT)); then OUT=$work/results; else OUT=$here/results; fi; fi
 mkdir -p "$work/bin" "$work/tori-root" "$work/tori-run" "$work/runc-state" "$work/crun-state" "$OUT"
 # A private copy: other builds may replace bin/tori-run while this runs. Its
 # folder is not an ancestor of libcontainer's state root (that would make
 # libcontainer copy the binary on every start).
-cp "$repo/bin/tori-run" "$work/bin/tori-run"
+cp "$tori_src" "$work/bin/tori-run"
 tori=$work/bin/tori-run
-export TORI_ROOT=$work/tori-root TORI_RUN_DIR=$work/tori-run
+export TORI_ROOT=$work/tori-root TORI_RUN_DIR=$work/tori-run TORI_STATE_ROOT=$work/tori-state
 
 # --- 3. the capsules and the equivalent bundles -------------------------------
 # READY: prints "ready", then runs until SIGTERM. As a container's PID 1 (runc,
@@ -138,6 +153,8 @@ mkapp() { # name command (shell words, as in a manifest)
 mkapp true /bin/true
 mkapp ready "/bin/sh -c \"$ready_cmd\""
 mkapp sleep '/bin/sh -c "echo ready; exec sleep 60"'
+mkapp neighbour '/bin/sleep 3600'
+sed -i "s/^name: .*/name: ${capsule}-neighbour/" "$work/apps/neighbour/capsule.yml"
 "$tori" spec "$work/apps/true" >"$work/tori-spec.json"
 
 mkbundle() { # name args...
@@ -172,7 +189,15 @@ chmod +x "$work/crun-ns.sh"
 log "sanity runs"
 "$tori" run "$work/apps/true" --log-level error 2>/dev/null || die "tori-run run failed"
 runc --root "$work/runc-state" run -b "$work/bundle-true" sanity-runc || die "runc run failed"
-unshare -m "$work/crun-ns.sh" crun --root "$work/crun-state" run -b "$work/bundle-true" sanity-crun || die "crun run failed"
+# crun is an anchor, not a requirement: if it cannot run here, say why and go on without it.
+crun_note=
+if ! command -v crun >/dev/null; then
+	crun_note="crun is not installed"
+elif ! crun_err=$(unshare -m "$work/crun-ns.sh" crun --root "$work/crun-state" run -b "$work/bundle-true" sanity-crun 2>&1); then
+	crun_note="crun cannot run here: ${crun_err//$'\n'/ }"
+	unshare -m "$work/crun-ns.sh" crun --root "$work/crun-state" delete -f sanity-crun >/dev/null 2>&1 || true
+fi
+[[ -z $crun_note ]] || log "SKIPPED crun: $crun_note"
 left=$(leftovers)
 [[ -z $left ]] || die "left behind after one run each:"$'\n'"$left"
 
@@ -192,6 +217,11 @@ top_before=$(ps -eo pcpu=,comm= --sort=-pcpu | head -5 | awk '{ printf "%s %s%%;
 # hyperfine runs each command through bash (and subtracts bash's own start-up);
 # $$ (that bash's pid) and $RANDOM make container ids that never collide.
 # runc run and crun run remove their container when its process exits.
+crun_hf=()
+[[ -n $crun_note ]] || crun_hf=(-n crun+ns "unshare -m $work/crun-ns.sh crun --root $work/crun-state run -b $work/bundle-true c\$\$-\$RANDOM")
+if ((SHORT)); then
+	log "hyperfine: skipped in short mode (the interleaved whole-process rounds below cover it)"
+else
 log "hyperfine: $WARMUP warmup + $RUNS runs each"
 # -i: a failed run (tori-run's service-start race, see docs/PERFORMANCE.md)
 # is kept and counted (report.py reads exit_codes) rather than ending the run.
@@ -199,23 +229,46 @@ hyperfine --shell=bash -i --warmup "$WARMUP" --runs "$RUNS" --style basic \
 	--export-json "$OUT/hyperfine.json" \
 	-n tori-run "$tori run $work/apps/true --log-level error" \
 	-n runc "runc --root $work/runc-state run -b $work/bundle-true r\$\$-\$RANDOM" \
-	-n crun+ns "unshare -m $work/crun-ns.sh crun --root $work/crun-state run -b $work/bundle-true c\$\$-\$RANDOM" \
+	"${crun_hf[@]}" \
 	-n ns-only "unshare -m $work/crun-ns.sh /bin/true" \
 	-n tori-run-version "$tori version" \
 	>"$OUT/hyperfine.txt"
+fi
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 4d. start to ready, and stop ---------------------------------------------
-log "start/stop: $SS_RUNS rounds"
+log "start/stop and whole process, interleaved: $SS_RUNS rounds"
+crun_ss=
+[[ -n $crun_note ]] || crun_ss=',
+ "crun+ns": {"cmd": ["unshare", "-m", "'$work/crun-ns.sh'", "crun", "--root", "'$work/crun-state'", "run", "-b", "'$work/bundle-ready'", "ss-crun-'$$'"]},
+ "crun+ns whole": {"mode": "whole", "cmd": ["unshare", "-m", "'$work/crun-ns.sh'", "crun", "--root", "'$work/crun-state'", "run", "-b", "'$work/bundle-true'", "w-crun-'$$'"]}'
 cat >"$work/startstop.json" <<EOF
 {
  "tori-run": {"cmd": ["$tori", "run", "$work/apps/ready", "--log-format", "json"]},
  "tori-run (sleep 60)": {"cmd": ["$tori", "run", "$work/apps/sleep", "--log-format", "json"]},
  "runc": {"cmd": ["runc", "--root", "$work/runc-state", "run", "-b", "$work/bundle-ready", "ss-runc-$$"]},
- "crun+ns": {"cmd": ["unshare", "-m", "$work/crun-ns.sh", "crun", "--root", "$work/crun-state", "run", "-b", "$work/bundle-ready", "ss-crun-$$"]}
+ "tori-run whole": {"mode": "whole", "cmd": ["$tori", "run", "$work/apps/true", "--log-level", "error"]},
+ "runc whole": {"mode": "whole", "cmd": ["runc", "--root", "$work/runc-state", "run", "-b", "$work/bundle-true", "w-runc-$$"]}$crun_ss
 }
 EOF
-"$PY" "$here/startstop.py" "$work/startstop.json" "$SS_RUNS" 3 "$OUT/startstop.json"
+"$PY" "$here/startstop.py" "$work/startstop.json" "$SS_RUNS" "$((SHORT ? 1 : 3))" "$OUT/startstop.json"
+
+# The same whole-process rounds while another capsule runs on the host: its
+# cgroups share the tori/ parent with each run's (that once cost 10 s a run).
+log "whole process beside a running capsule: $SS_RUNS rounds"
+"$tori" run "$work/apps/neighbour" --log-level error >"$work/neighbour.log" 2>&1 &
+neighbour=$!
+for ((i = 0; i < 100; i++)); do [[ -n $(ls -A "$work/tori-root/instances" 2>/dev/null) ]] && break; sleep 0.1; done
+sleep 0.5
+cat >"$work/beside.json" <<EOF
+{
+ "tori-run whole, beside a capsule": {"mode": "whole", "cmd": ["$tori", "run", "$work/apps/true", "--log-level", "error"]},
+ "runc whole, beside a capsule": {"mode": "whole", "cmd": ["runc", "--root", "$work/runc-state", "run", "-b", "$work/bundle-true", "b-runc-$$"]}
+}
+EOF
+"$PY" "$here/startstop.py" "$work/beside.json" "$SS_RUNS" 1 "$OUT/beside.json"
+kill -TERM "$neighbour"
+wait "$neighbour" || die "the neighbour capsule's run failed: $(cat "$work/neighbour.log")"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load after: $load_after"
 
@@ -229,7 +282,7 @@ if ((STRACE_RUNS > 0)); then
 	ok=0 failed=0
 	for ((i = 0; ok < STRACE_RUNS && i < 3 * STRACE_RUNS; i++)); do
 		if strace -f -ttt -T -qq --seccomp-bpf -o "$work/strace/$i.a.txt" \
-			-e trace=execve,mount,umount2,mkdirat,unlinkat,connect,clone,exit_group,pidfd_send_signal \
+			-e trace=execve,mount,umount2,mkdirat,unlinkat,connect,clone,exit_group,pidfd_send_signal,kill \
 			"$tori" run "$work/apps/true" --log-level error 2>/dev/null &&
 			strace -f -ttt -T -y -qq --seccomp-bpf -o "$work/strace/$i.b.txt" -e trace=write,mkdirat \
 				"$tori" run "$work/apps/true" --log-level error 2>/dev/null; then
@@ -247,11 +300,13 @@ fi
 # --- report -------------------------------------------------------------------
 {
 	echo "date: $(date -u +%FT%TZ)"
-	echo "host: $(nproc) cores, $(uname -r), $(runc --version | head -1), $(crun --version | head -1), $(hyperfine --version)"
+	echo "host: $(nproc) cores, $(uname -r), $(runc --version | head -1), $(crun --version 2>/dev/null | head -1), $(hyperfine --version)"
 	echo "tori-run: $("$tori" version | head -1)"
 	echo "load (1/5/15 min): before $load_before; after hyperfine $load_mid; after start/stop $load_after"
 	echo "busiest processes before: $top_before"
 	[[ ! -f $work/strace-note.txt ]] || cat "$work/strace-note.txt"
+	[[ -z $crun_note ]] || echo "SKIPPED crun: $crun_note"
+	((!SHORT)) || echo "short mode: $SS_RUNS rounds, no hyperfine; not for comparing"
 } >"$OUT/meta.txt"
 "$PY" "$here/report.py" "$OUT" | tee "$OUT/summary.md"
 

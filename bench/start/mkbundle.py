@@ -10,8 +10,9 @@ mount points and the host's merged-/usr symlinks, the host's /usr and /etc
 pid, mount, ipc and uts (network shared with the host), and tori-run's
 capabilities, no_new_privs, masked and read-only paths, taken from
 `tori-run spec` (TORI_SPEC.json) so that the two cannot drift apart.
-What tori-run adds and a plain bundle has no use for (the /app overlay, its
-own binary and the init's socket) is left out; its cost is part of what the
+What tori-run adds and a plain bundle has no use for (every mount from its
+instance folder: the /app overlay, the init's and the state proxy's sockets;
+and its own binary) is left out; its cost is part of what the
 benchmark measures.
 """
 import json
@@ -36,13 +37,26 @@ def main():
 
     mounts = list(cfg["mounts"])  # runc's defaults: /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys, /sys/fs/cgroup
     have = {m["destination"] for m in mounts}
+    # tori-run's own mounts come from its instance folder (the app's overlay,
+    # the init's socket folder, the state socket's...), whatever they are
+    # called today: that folder is the parent of the spec's root.
+    instance = os.path.dirname(os.path.normpath(tori["root"]["path"])) + "/"
     for m in tori["mounts"]:
         # The host layer's binds (tori-run: /usr, /etc and any real /bin,
         # /lib64... folder) and the tmpfs mounts, not tori-run's own.
-        if m["destination"] in have or m["destination"] in ("/app", "/.tori/tori-run", "/.tori/run"):
+        if m["destination"] in have or m["destination"].startswith("/.tori/"):
+            continue
+        if m.get("source", "").startswith(instance):
             continue
         mounts.append(m)
-        os.makedirs(os.path.join(rootfs, m["destination"].lstrip("/")), exist_ok=True)
+        dest = os.path.join(rootfs, m["destination"].lstrip("/"))
+        if os.path.isfile(m.get("source", "")) and not os.path.isdir(m.get("source", "")):
+            # A file bound on its own (tori-run binds /etc's files one by one):
+            # its mount point is an empty file.
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            open(dest, "a").close()
+        else:
+            os.makedirs(dest, exist_ok=True)
     # Merged-/usr hosts: /bin -> usr/bin and so on, as tori-run's rootfs has.
     for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = "/" + d

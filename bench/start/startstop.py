@@ -13,6 +13,10 @@ same load:
   stop  = from SIGTERM to the command's exit (the container stopped and torn
           down).
 
+An entry with "mode": "whole" is instead run to its exit (a /bin/true
+container): total = from the fork/exec to the exit, measured in the same
+round-robin, so that tori-run and runc see the same load run by run.
+
 The arrival times of JSON log lines on the command's stderr ("capsule
 started", "service started", "stopping service"...) are kept too, relative to
 the fork/exec: with tori-run's --log-format json they split its start in
@@ -77,6 +81,15 @@ def one(cmd):
             "stop_events": {k: v - (stop_sent - t0) for k, v in events.items() if v > stop_sent - t0}}
 
 
+def whole(cmd):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=TIMEOUT)
+    total = time.monotonic() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]}: exit status {p.returncode}: {p.stderr.decode(errors='replace').strip()[-300:]}")
+    return {"total": total}
+
+
 def main():
     cfg_path, runs, warmup, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     with open(cfg_path) as f:
@@ -86,8 +99,8 @@ def main():
     for i in range(warmup + runs):
         for name, c in cfg.items():
             try:
-                r = one(c["cmd"])
-            except RuntimeError as e:
+                r = whole(c["cmd"]) if c.get("mode") == "whole" else one(c["cmd"])
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
                 # Counted, not timed; more than a few fail the benchmark.
                 failures[name].append(str(e))
                 print(f"  start/stop: {name}: {e}", file=sys.stderr)

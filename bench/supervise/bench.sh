@@ -14,6 +14,9 @@
 #   MAX_LOAD=1.5        wait (up to LOAD_WAIT=180 s) for the 1-min load to fall below this
 #   OUT=bench/supervise/results
 #   TORI_BIN=path       use this tori-run instead of building bin/tori-run
+#   SHORT=1             a few runs of everything (seconds; what make test runs): RESTARTS=20 WARM=2
+#                       SLOW_RESTARTS=2 SERVICES=10 IDLE_SECS=3, no wait for the load, results in a
+#                       temporary folder unless OUT is set; an anchor that cannot run is skipped, saying why
 #
 # It installs supervisor, s6, runit (and gcc, python3) with apt-get when
 # missing and runs them by hand, never as system services; builds
@@ -26,6 +29,11 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+SHORT=${SHORT:-0}
+if ((SHORT)); then
+	RESTARTS=${RESTARTS:-20} WARM=${WARM:-2} SLOW_RESTARTS=${SLOW_RESTARTS:-2} SERVICES=${SERVICES:-10}
+	IDLE_SECS=${IDLE_SECS:-3} LOAD_WAIT=${LOAD_WAIT:-0}
+fi
 RESTARTS=${RESTARTS:-300}
 WARM=${WARM:-20}
 SLOW_RESTARTS=${SLOW_RESTARTS:-200}
@@ -33,7 +41,7 @@ SERVICES=${SERVICES:-100}
 IDLE_SECS=${IDLE_SECS:-60}
 MAX_LOAD=${MAX_LOAD:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-180}
-OUT=${OUT:-$here/results}
+OUT=${OUT:-}
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
 
@@ -41,7 +49,7 @@ log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (capsules need namespaces, mounts and cgroups)"
-((RESTARTS >= 200)) || die "RESTARTS=$RESTARTS: at least 200"
+((SHORT || RESTARTS >= 200)) || die "RESTARTS=$RESTARTS: at least 200 (SHORT=1 for a quick check)"
 
 # --- 1. tools ---------------------------------------------------------------
 missing=()
@@ -74,6 +82,8 @@ fi
 
 # --- the work folder, the pids we start, and the cleanup ------------------------
 work=$(mktemp -d /tmp/tori-bench-sup.XXXXXX)
+# Short runs report into the work folder (removed at the end) unless OUT is set.
+if [[ -z $OUT ]]; then if ((SHORT)); then OUT=$work/results; else OUT=$here/results; fi; fi
 mkdir -p "$work/bin" "$work/stamps" "$work/raw" "$work/out" "$OUT"
 tracked=() # every process this script starts in the background (top of its tree)
 
@@ -131,6 +141,17 @@ cleanup() {
 	wait_gone 20 "${tracked[@]}" 2>/dev/null
 	for p in "${tracked[@]}"; do kill_tree "$p"; done
 	wait 2>/dev/null
+	# A tori-run killed above leaves its instance (mounts, cgroups, an
+	# orphaned init): a foreground run of a /bin/true capsule sweeps every
+	# instance whose runner is gone, as any later run would.
+	if [[ -n $(ls -A "$work/root/instances" 2>/dev/null) && -x ${tori:-} ]]; then
+		mkdir -p "$work/apps/sweep"
+		printf 'name: supsweep\nversion: "1.0.0"\nservices:\n  t:\n    command: /bin/true\n' >"$work/apps/sweep/capsule.yml"
+		for rec in "$work"/root/instances/*/instance.json; do # daemon-owned ones too: this run is over
+			[[ -f $rec ]] && sed -i 's/"owner": "daemon"/"owner": "run"/' "$rec"
+		done
+		"$tori" run "$work/apps/sweep" --log-level error >/dev/null 2>&1
+	fi
 	local left
 	left=$(leftovers)
 	if [[ -n $left ]]; then
@@ -214,14 +235,14 @@ crash_app "$work/apps/crash" supcrash tori-daemon
 "$tori" build --from-dir "$work/apps/crash" --manifest "$work/apps/crash/capsule.yml" --output-dir "$work/out" >"$work/raw/build.log" 2>&1 || die "tori-run build failed: $(cat "$work/raw/build.log")"
 "$tori" install "$work"/out/capsule-supcrash-*.tar.gz >"$work/raw/install.log" 2>&1 || die "tori-run install failed: $(cat "$work/raw/install.log")"
 sock=$work/tori.sock
-start_bg "$work/raw/daemon.log" "$tori" daemon --socket "$sock"
+start_bg "$work/raw/daemon.log" "$tori" daemon --socket "$sock" --allow-volume "$work/stamps"
 daemon=$bgpid
 for ((i = 0; i < 100; i++)); do [[ -S $sock ]] && break; sleep 0.1; done
 [[ -S $sock ]] || die "the daemon's socket did not appear"
 start_bg "$work/raw/tori-daemon.events.jsonl" "$tori" events --json --socket "$sock"
 events=$bgpid
 sleep 0.5
-"$tori" enable supcrash --socket "$sock" >/dev/null
+"$tori" enable supcrash --socket "$sock" --allow-volume "$work/stamps" >/dev/null
 wait_lines "$work/stamps/tori-daemon" "$fast_n" 120
 "$tori" disable supcrash --socket "$sock" >/dev/null
 sleep 0.5
@@ -232,7 +253,7 @@ tori_stop "$daemon"
 
 log "restart latency: tori-run run, foreground ($fast_n restarts)"
 crash_app "$work/apps/crashrun" supcrashrun tori-run
-start_bg "$work/raw/tori-run.log" "$tori" run "$work/apps/crashrun"
+start_bg "$work/raw/tori-run.log" "$tori" run "$work/apps/crashrun" --allow-volume "$work/stamps"
 run=$bgpid
 wait_lines "$work/stamps/tori-run" "$fast_n" 120
 tori_stop "$run"
@@ -447,7 +468,7 @@ cp -r "$work/raw" "$OUT/raw"
 mkdir -p "$OUT/raw/stamps"
 cp "$work/stamps/forkloop" "$work/stamps/tori-daemon" "$work/stamps/tori-run" "$work"/stamps/*.slow "$OUT/raw/stamps/"
 rm -f "$OUT/raw/daemon.log" "$OUT/raw/tori-run.log" # thousands of transition lines; not needed
-SERVICES=$SERVICES "$PY" "$here/report.py" "$OUT" "$WARM" | tee "$OUT/summary.md"
+SERVICES=$SERVICES IDLE_SECS=$IDLE_SECS "$PY" "$here/report.py" "$OUT" "$WARM" | tee "$OUT/summary.md"
 
 left=$(leftovers)
 [[ -z $left ]] || die "left behind: $left"

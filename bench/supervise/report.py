@@ -226,3 +226,28 @@ if "threads_woken" in res["footprint"].get("tori-run", {}):
           "; ".join(f"{k} {v}" for k, v in res["footprint"]["tori-run"]["threads_woken"].items()))
 
 json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+# The footprint goal side by side: tori-run run (host process + init) against s6 in the same run.
+fp = res["footprint"]
+if "tori-run" in fp and "s6" in fp:
+    t, s = fp["tori-run"][names["tori-run"] + ": total"]["pss_kb"], fp["s6"]["s6"]["pss_kb"]
+    res["pss_vs_s6"] = t / s if s else None
+    print(f"\nPSS, tori-run run (host + init) / s6 (s6-svscan + s6-supervise), same run: "
+          f"{t / 1024:.1f} / {s / 1024:.1f} MiB = **{t / s:.2f}×**")
+json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+# No polling when idle: tori-run's processes must not wake up while their
+# services idle (Go's sysmon may wake once a minute and a forced GC every 2
+# min: MAX_IDLE_WAKEUPS, default 4 per minute of window, allows for those).
+bad = []
+for kind in ["tori-run", "tori-daemon"]:
+    for lab, r in fp.get(kind, {}).items():
+        if not lab.endswith(": total") or r["wakeups"] == "—":
+            continue
+        win = max(1.0, float(os.environ.get("IDLE_SECS", "60")))
+        limit = float(os.environ.get("MAX_IDLE_WAKEUPS", 4 * max(1.0, win / 60)))
+        if r["wakeups"] > limit:
+            bad.append(f"{lab}: {r['wakeups']} wakeups in {win:.0f} s (at most {limit:.0f})")
+if bad:
+    print("\nFAIL: idle wakeups: " + "; ".join(bad), file=sys.stderr)
+    sys.exit(1)

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +40,11 @@ SIGINT or SIGTERM each service gets its stop signal, in reverse order, then
 after its stop timeout its whole process tree is killed; nothing of the
 instance is left behind.
 
+A run whose terminal or output went away stops the same way: SIGHUP (the
+terminal hung up), and SIGPIPE or a write error on the output it echoes
+(the reader of its stdout or stderr is gone), are stop requests, so no
+capsule is ever left running without its runner.
+
 Exit status: 0 when every service was stopped on request or exited 0, 1 when
 one failed to start, failed, or was OOM-killed (a summary says which).
 
@@ -71,7 +78,13 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 			if err := limits.apply(&o); err != nil {
 				return err
 			}
-			res, err := runtime.Run(cmd.Context(), args[0], o, g.stdout)
+			// A hang-up or a broken stdout/stderr stops the capsule as SIGTERM
+			// does; by default either would kill tori-run and orphan the
+			// capsule's init with its cgroups and mounts. With SIGPIPE
+			// caught, a write to a closed pipe returns EPIPE instead.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGHUP, syscall.SIGPIPE)
+			defer stop()
+			res, err := runtime.Run(ctx, args[0], o, g.stdout)
 			if err != nil {
 				return err
 			}

@@ -63,6 +63,14 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	if err != nil {
 		return nil, nil, err
 	}
+	// Restarts run the same interpreter a fresh start would (the .py rule).
+	layers, err := resolveLayers(m, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := preparePython(m, layers, o.Log); err != nil {
+		return nil, nil, err
+	}
 	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,
 		paths: newInstancePaths(o.Root, rec.ID), opts: o, services: map[string]*cgroups.Group{}}
 	i.Log = CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA).With().Str("instance", rec.ID).Logger()

@@ -503,10 +503,17 @@ func (e hostEnv) checkPython(wanted string) Finding {
 		f.Hint = `write the version the capsule needs as MAJOR.MINOR, e.g. python: "3.11"`
 		return f
 	}
+	// The .py rule (python.go): python3.X first, then python3.
+	exact := fmt.Sprintf("python%d.%d", want[0], want[1])
+	if bin, err := lookPathIn(exact, e.systemPath); err == nil {
+		f.Status = StatusPass
+		f.Message = fmt.Sprintf("capsule declares %s, host has %s; .py commands run with it", wanted, bin)
+		return f
+	}
 	bin, err := lookPathIn("python3", e.systemPath)
 	if err != nil {
 		f.Status = StatusFail
-		f.Message = fmt.Sprintf("capsule declares python %s, but the host's system folders have no python3: %v", wanted, err)
+		f.Message = fmt.Sprintf("capsule declares python %s, but the host's system folders have neither %s nor python3: %v", wanted, exact, err)
 		if other, oerr := lookPathIn("python3", e.callerPath); oerr == nil {
 			f.Message += fmt.Sprintf(" (the python3 on your $PATH, %s, is not visible to capsules)", other)
 		}
@@ -531,7 +538,7 @@ func (e hostEnv) checkPython(wanted string) Finding {
 		f.Message = fmt.Sprintf("capsule declares %s, host has %s (%s)", wanted, out, bin)
 	case have[0] == want[0] && have[1] > want[1]:
 		f.Status = StatusWarn
-		f.Message = fmt.Sprintf("capsule declares %s, host has %s (%s)", wanted, out, bin)
+		f.Message = fmt.Sprintf("capsule declares %s, host has no %s but %s (%s); .py commands run with it", wanted, exact, out, bin)
 		f.Hint = fmt.Sprintf("a newer minor version usually runs %s code, but test the capsule with it, then declare python: \"%d.%d\"", wanted, have[0], have[1])
 	default:
 		f.Status = StatusFail

@@ -381,7 +381,7 @@ func TestCheckPython(t *testing.T) {
 		msg, hint    string
 	}{
 		{"3.10", "3.10.12", StatusPass, "capsule declares 3.10, host has 3.10.12", ""},
-		{"3.10", "3.11.2", StatusWarn, "capsule declares 3.10, host has 3.11.2", `declare python: "3.11"`},
+		{"3.10", "3.11.2", StatusWarn, "capsule declares 3.10, host has no python3.10 but 3.11.2", `declare python: "3.11"`},
 		{"3.12", "3.11.2", StatusFail, "older or another major version", "install Python 3.12"},
 		{"3.10", "4.0.1", StatusFail, "another major", "install"},
 		{"3.10", "2.7.18", StatusFail, "another major", "install"},

@@ -43,6 +43,9 @@ func Resolve(ref string, o Options) (*Target, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := preparePython(m, layers, o.Log); err != nil {
+			return nil, err
+		}
 		return &Target{Manifest: m, AppDir: app, Layers: layers, Release: "unreleased"}, nil
 	}
 	store, err := release.Open(o.Root)
@@ -59,6 +62,9 @@ func Resolve(ref string, o Options) (*Target, error) {
 	}
 	layers, err := resolveLayers(m, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := preparePython(m, layers, o.Log); err != nil {
 		return nil, err
 	}
 	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil

@@ -165,10 +165,14 @@ func (r *Report) validateTarget(target string, o ValidateOptions) *specs.Manifes
 	case isArchiveName(target):
 		return r.checkArchive(target, o)
 	default:
+		dir := filepath.Dir(target)
+		if _, err := os.Stat(filepath.Join(dir, "tori", "metadata.json")); err == nil && filepath.Base(target) == "capsule.yml" {
+			return r.checkDir(dir, o) // an installed release's manifest
+		}
 		r.Kind = KindManifest
-		// The manifest's folder is usually the app: check pins there when
-		// the requirements file is present.
-		return r.checkManifest(target, o.Slice, os.DirFS(filepath.Dir(target)))
+		// The manifest's folder is the app (as run and build --from-dir
+		// take it): check it exactly as build would.
+		return r.checkManifestWithSource(target, o.Slice, release.BuildOptions{FromDir: filepath.Dir(target), Manifest: target})
 	}
 }
 
@@ -185,7 +189,7 @@ func (r *Report) checkDir(dir string, o ValidateOptions) *specs.Manifest {
 	if manifest == "" {
 		manifest = filepath.Join(dir, "capsule.yml")
 	}
-	return r.checkManifestWithApp(manifest, o.Slice, app)
+	return r.checkManifestWithSource(manifest, o.Slice, release.BuildOptions{FromDir: dir, Manifest: manifest})
 }
 
 func (r *Report) checkZip(file string, o ValidateOptions) *specs.Manifest {
@@ -198,7 +202,7 @@ func (r *Report) checkZip(file string, o ValidateOptions) *specs.Manifest {
 	defer zr.Close()
 	app := appRoot(&zr.Reader)
 	if o.Manifest != "" {
-		return r.checkManifestWithApp(o.Manifest, o.Slice, app)
+		return r.checkManifestWithSource(o.Manifest, o.Slice, release.BuildOptions{FromZip: file, Manifest: o.Manifest})
 	}
 	f, err := app.Open("capsule.yml")
 	if err != nil {
@@ -214,7 +218,7 @@ func (r *Report) checkZip(file string, o ValidateOptions) *specs.Manifest {
 		return nil
 	}
 	r.manifestOK(m, o.Slice)
-	r.checkApp(m, app)
+	r.checkSource(m, release.BuildOptions{FromZip: file, Manifest: name})
 	return m
 }
 
@@ -288,6 +292,38 @@ func (r *Report) checkManifestWithApp(manifest, slice string, app fs.FS) *specs.
 	return m
 }
 
+// checkManifestWithSource checks a manifest, then the app of o exactly as
+// tori-run build would take it (release.AppFS): what build refuses,
+// validate reports, whichever path it is given.
+func (r *Report) checkManifestWithSource(manifest, slice string, o release.BuildOptions) *specs.Manifest {
+	m, err := specs.Load(manifest)
+	if err != nil {
+		r.addErr("manifest", err, manifestHint(err))
+		return nil
+	}
+	r.manifestOK(m, slice)
+	r.checkSource(m, o)
+	return m
+}
+
+func (r *Report) checkSource(m *specs.Manifest, o release.BuildOptions) {
+	app, closer, err := release.AppFS(o)
+	if err != nil {
+		r.addErr("app", err, "tori-run build refuses this app for the same reason")
+		return
+	}
+	defer closer.Close()
+	n := len(r.Findings)
+	r.checkApp(m, app)
+	if r.Kind == KindManifest {
+		for i := n; i < len(r.Findings); i++ {
+			if f := &r.Findings[i]; f.Status == StatusFail && f.Hint == "" && strings.Contains(f.Message, "is not in the app") {
+				f.Hint = "the folder holding " + filepath.Base(m.Source) + " is taken as the app; for an app in a zip: tori-run validate --manifest " + m.Source + " APP.zip"
+			}
+		}
+	}
+}
+
 // checkManifest checks a manifest file; when dir holds its requirements
 // file, the pins are checked too.
 func (r *Report) checkManifest(manifest, slice string, dir fs.FS) *specs.Manifest {
@@ -351,7 +387,7 @@ func (r *Report) checkApp(m *specs.Manifest, app fs.FS) {
 	if m.Dependencies.PipRequirements != "" {
 		r.checkRequirements(m, app)
 	}
-	r.add(Finding{Check: "app", Status: StatusPass, Message: "every service's program is in the app and executable"})
+	r.add(Finding{Check: "app", Status: StatusPass, Message: "every service's program is in the app and executable (.py files run with the capsule's Python)"})
 }
 
 func (r *Report) checkRequirements(m *specs.Manifest, app fs.FS) {

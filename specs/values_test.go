@@ -1,6 +1,7 @@
 package specs
 
 import (
+	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -246,13 +247,32 @@ func TestCheckApp(t *testing.T) {
 	if err := CheckApp(m, good); err != nil {
 		t.Errorf("good app: %v", err)
 	}
-	bad := fstest.MapFS{
-		"requirements_nodb.txt":                   {Data: []byte("pyarrow>=15\n")},
+	// A .py entrypoint runs with the capsule's Python: a zip made on
+	// Windows carries no modes, and that is fine.
+	windows := fstest.MapFS{
+		"requirements_nodb.txt":                   {Data: []byte("pyarrow~=15.0\n")},
 		"python/core/start_true_metacognition.py": {Data: []byte("print(1)\n"), Mode: 0o644},
 	}
+	if err := CheckApp(m, windows); err != nil {
+		t.Errorf("a .py entrypoint without exec bit: %v", err)
+	}
+	bad := fstest.MapFS{
+		"requirements_nodb.txt":                   {Data: []byte("pyarrow>=15\n")},
+		"python/core/start_true_metacognition.py": {Mode: fs.ModeDir | 0o755},
+	}
 	err = CheckApp(m, bad)
-	if err == nil || !strings.Contains(err.Error(), "requirements_nodb.txt:1:") || !strings.Contains(err.Error(), "is not executable") {
+	if err == nil || !strings.Contains(err.Error(), "requirements_nodb.txt:1:") || !strings.Contains(err.Error(), "is a folder") {
 		t.Errorf("bad app: %v", err)
+	}
+	// Other programs keep the exec-bit rule.
+	m.Services[0].Command = []string{"bin/start.sh"}
+	err = CheckApp(m, fstest.MapFS{"requirements_nodb.txt": {Data: []byte("a==1\n")}, "bin/start.sh": {Data: []byte("echo\n"), Mode: 0o644}})
+	if err == nil || !strings.Contains(err.Error(), "is not executable") {
+		t.Errorf("a shell script without exec bit: %v", err)
+	}
+	m.Services[0].Command = []string{"main.py"}
+	if err := CheckApp(m, fstest.MapFS{"requirements_nodb.txt": {Data: []byte("a==1\n")}}); err == nil || !strings.Contains(err.Error(), "main.py is not in the app") {
+		t.Errorf("a bare .py name is the app's: %v", err)
 	}
 	if err := CheckApp(m, fstest.MapFS{}); err == nil || !strings.Contains(err.Error(), "not in the app") {
 		t.Errorf("empty app: %v", err)

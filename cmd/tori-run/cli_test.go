@@ -71,8 +71,13 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		stderr    []string
 		notStdout []string
 	}{
-		{name: "seed manifest", args: []string{"validate", repo + "/specs/testdata/good/seed-capsule.yml"}, code: 0,
-			stdout: []string{"PASS  manifest", "tori-metacognitive 2.1.0: services tori-metacog, tori-observer", "0 fail"}},
+		{name: "seed manifest beside its app", args: []string{"validate", repo + "/examples/metacog/capsule.yml"}, code: 0,
+			stdout: []string{"PASS  manifest", "tori-metacognitive 2.1.0: services tori-metacog, tori-observer", "PASS  app", "0 fail"}},
+		// The folder of a capsule.yml is its app, as for build --from-dir:
+		// a manifest far from its app fails as build would, and says how to
+		// check it against a zip.
+		{name: "seed manifest without its app", args: []string{"validate", repo + "/specs/testdata/good/seed-capsule.yml"}, code: 1,
+			stdout: []string{"PASS  manifest", "start_true_metacognition.py is not in the app", "validate --manifest " + repo + "/specs/testdata/good/seed-capsule.yml APP.zip"}},
 		{name: "reference app folder", args: []string{"validate", repo + "/examples/metacog"}, code: 0,
 			stdout: []string{"(app-dir)", "PASS  requirements", "2 requirements, all pinned", "PASS  app"}},
 		{name: "slice overrides", args: []string{"validate", repo + "/examples/metacog", "--slice", repo + "/examples/metacog/tori-metacog.slice"}, code: 0,

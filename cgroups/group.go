@@ -533,8 +533,12 @@ type Stats struct {
 	// MemoryPeak is the highest MemoryCurrent seen: v2 memory.peak (Linux 5.19+; 0 before), v1
 	// memory.max_usage_in_bytes.
 	MemoryPeak uint64
-	CPUUsage   time.Duration // v2 cpu.stat usage_usec, v1 cpuacct.usage
-	Pids       uint64        // pids.current
+	// MemoryWorkingSet is MemoryCurrent less the inactive file cache (v2 inactive_file, v1
+	// total_inactive_file of memory.stat): what cAdvisor calls the working set, what the kernel cannot
+	// simply drop under pressure.
+	MemoryWorkingSet uint64
+	CPUUsage         time.Duration // v2 cpu.stat usage_usec, v1 cpuacct.usage
+	Pids             uint64        // pids.current
 	// ThrottledPeriods and ThrottledTime: how often and how long CPUQuota held the group back (cpu.stat
 	// nr_throttled, and throttled_usec on v2 or throttled_time on v1).
 	ThrottledPeriods uint64
@@ -551,7 +555,18 @@ func (g *Group) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of cgroup %s: %w", g, err)
 	}
+	inactive, ok := st.MemoryStats.Stats["total_inactive_file"] // v1, hierarchical
+	if !ok {
+		inactive = st.MemoryStats.Stats["inactive_file"] // v2
+	}
+	ws := st.MemoryStats.Usage.Usage
+	if inactive < ws {
+		ws -= inactive
+	} else {
+		ws = 0
+	}
 	return Stats{
+		MemoryWorkingSet: ws,
 		MemoryCurrent:    st.MemoryStats.Usage.Usage,
 		MemoryPeak:       st.MemoryStats.Usage.MaxUsage,
 		CPUUsage:         time.Duration(st.CpuStats.CpuUsage.TotalUsage),

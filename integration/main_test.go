@@ -73,6 +73,8 @@ func workload(name string, args []string) int {
 		return controlStatus(args[0])
 	case "daemon": // tori-run daemon: root, run dir, socket
 		return daemonMain(args[0], args[1], args[2])
+	case "metrics-daemon": // tori-run daemon: root, run dir, socket, metrics address
+		return metricsDaemonMain(args[0], args[1], args[2], args[3])
 	case "ready-after": // wait n ms, then create /tmp/db-ready and sleep
 		time.Sleep(time.Duration(n) * time.Millisecond)
 		_ = os.WriteFile("/tmp/db-ready", nil, 0o644)

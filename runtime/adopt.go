@@ -68,7 +68,7 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := preparePython(m, layers, o.Log); err != nil {
+	if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA)); err != nil {
 		return nil, nil, err
 	}
 	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,

@@ -15,11 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
-	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -33,14 +30,15 @@ type DaemonOptions struct {
 	Socket string
 	// StopDeadline bounds the stop of every capsule at SIGTERM.
 	StopDeadline time.Duration
-	// MetricsAddr, if set, serves Prometheus metrics (GET /metrics) there.
-	MetricsAddr string
+	// Options.MetricsAddr, if set, serves Prometheus metrics (GET
+	// /metrics) there: every capsule the daemon runs (metrics.go).
 }
 
 // CapsuleStatus is one capsule as the daemon reports it.
 type CapsuleStatus struct {
 	Name     string                     `json:"name"`
 	Release  string                     `json:"release"`
+	BuildSHA string                     `json:"build_sha,omitempty"` // BuildSHAAbsent when the release records none
 	Instance string                     `json:"instance,omitempty"`
 	State    string                     `json:"state"` // starting, running, stopping, stopped, failed
 	Error    string                     `json:"error,omitempty"`
@@ -104,26 +102,19 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		o.StopDeadline = 60 * time.Second
 	}
 	o.Owner = OwnerDaemon
-	var um *upgradeMetrics
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}}
 	if o.MetricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		m, err := proxy.NewMetrics(reg)
+		ms, err := startMetrics(o.MetricsAddr, d.samples, o.Log)
 		if err != nil {
 			return err
 		}
-		o.Metrics = m
-		if um, err = newUpgradeMetrics(reg); err != nil {
+		defer ms.Close()
+		d.o.Metrics = ms.State
+		if d.um, err = newUpgradeMetrics(ms.Registry); err != nil {
 			return err
 		}
-		ml, err := net.Listen("tcp", o.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics address: %w", err)
-		}
-		defer ml.Close()
-		msrv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = msrv.Serve(ml) }()
+		o = d.o
 	}
-	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}, um: um}
 	l, err := listenControl(o.Socket)
 	if err != nil {
 		return err
@@ -144,7 +135,8 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	for _, name := range sortedNames(enabled) {
 		if err := d.start(name); err != nil {
-			o.Log.Error().Err(err).Str(FieldCapsule, name).Msg("capsule did not start")
+			l := d.capsuleLog(name)
+			l.Error().Err(err).Msg("capsule did not start")
 		}
 	}
 	// What a previous daemon left of capsules no longer enabled, nobody
@@ -238,7 +230,8 @@ func (d *Daemon) launch(m *managed, ref string) error {
 			if err := d.adopt(m, dir); err == nil {
 				return nil
 			} else {
-				d.o.Log.Warn().Err(err).Str(FieldCapsule, m.name).Msg("could not adopt the running capsule; starting it anew")
+				l := CapsuleLogger(d.o.Log, m.name, rec.Release, rec.BuildSHA)
+				l.Warn().Err(err).Msg("could not adopt the running capsule; starting it anew")
 			}
 		}
 		if err := sweepOne(dir, d.o.Options); err != nil {
@@ -373,7 +366,8 @@ func (d *Daemon) stopAll(ctx context.Context) {
 	}
 	for i := len(names) - 1; i >= 0; i-- {
 		if err := d.stop(ctx, names[i]); err != nil {
-			d.o.Log.Error().Err(err).Str(FieldCapsule, names[i]).Msg("stopping")
+			l := d.capsuleLog(names[i])
+			l.Error().Err(err).Msg("stopping")
 		}
 	}
 }
@@ -389,7 +383,7 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		m := d.capsules[n]
 		st := CapsuleStatus{Name: n, Release: m.release, State: m.state, Error: m.err, Since: m.since, Adopted: m.adopted}
 		if m.inst != nil {
-			st.Instance = m.inst.ID
+			st.Instance, st.BuildSHA = m.inst.ID, ShowBuildSHA(m.inst.BuildSHA)
 			st.Seccomp = SeccompMode(m.inst.Manifest)
 			st.Sockets = m.inst.Sockets()
 		}

@@ -120,6 +120,8 @@ type Options struct {
 	EventRetentionCount int           // newest events kept; 0: all
 	EventRetentionAge   time.Duration // older events dropped; 0: none
 	MaxTokensCeiling    int           // ceiling on MAX_TOKENS_PER_MIN; 0: proxy.DefaultMaxRatePerMin
+	// MetricsAddr, when set, makes Run serve /metrics there (metrics.go).
+	MetricsAddr string
 }
 
 func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }

@@ -43,7 +43,39 @@ func NewLogger(w *os.File, format, level string) (zerolog.Logger, error) {
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
 
+// BuildSHAAbsent is what logs, metrics, status and version show for a
+// release that records no build SHA (an archive built from a zip without
+// --build-sha): never an empty string.
+const BuildSHAAbsent = "none"
+
+// ShowBuildSHA returns sha, or BuildSHAAbsent when there is none.
+func ShowBuildSHA(sha string) string {
+	if sha == "" {
+		return BuildSHAAbsent
+	}
+	return sha
+}
+
 // CapsuleLogger returns l with the fields that identify a capsule's work.
+// A release without a build SHA logs build_sha=BuildSHAAbsent.
 func CapsuleLogger(l zerolog.Logger, capsule, release, buildSHA string) zerolog.Logger {
-	return l.With().Str(FieldCapsule, capsule).Str(FieldRelease, release).Str(FieldBuildSHA, buildSHA).Logger()
+	return l.With().Str(FieldCapsule, capsule).Str(FieldRelease, release).Str(FieldBuildSHA, ShowBuildSHA(buildSHA)).Logger()
+}
+
+// capsuleLog is the logger for a daemon line about capsule name: its
+// instance's (capsule, release, build_sha, instance) while one exists, else
+// the release the daemon knows of it, with build_sha "unknown" until its
+// release is read.
+func (d *Daemon) capsuleLog(name string) zerolog.Logger {
+	d.mu.Lock()
+	m := d.capsules[name]
+	d.mu.Unlock()
+	release := "unknown"
+	if m != nil {
+		if m.inst != nil {
+			return m.inst.Log
+		}
+		release = m.release
+	}
+	return CapsuleLogger(d.o.Log, name, release, "unknown")
 }

@@ -190,7 +190,8 @@ func applyPython(m *specs.Manifest, v capsuleView) (pythonChoice, error) {
 const pythonVersionTimeout = 5 * time.Second
 
 // preparePython applies the .py rule to a resolved manifest and says on log
-// which interpreter was picked when it is not the declared python3.X.
+// (a CapsuleLogger) which interpreter was picked: a warning when it is not
+// the declared python3.X.
 func preparePython(m *specs.Manifest, layers []string, log zerolog.Logger) error {
 	c, err := applyPython(m, layersView(layers))
 	if err != nil {
@@ -201,7 +202,7 @@ func preparePython(m *specs.Manifest, layers []string, log zerolog.Logger) error
 		if !c.Exact && m.Dependencies.Python != "" {
 			ev = log.Warn()
 		}
-		ev.Str(FieldCapsule, m.Name).Str("python", c.Path).Str("python_version", c.Version).
+		ev.Str("python", c.Path).Str("python_version", c.Version).
 			Str("declared", m.Dependencies.Python).Msg("interpreter for the capsule's .py commands")
 	}
 	return nil

@@ -43,7 +43,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := preparePython(m, layers, o.Log); err != nil {
+		if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, "unreleased", "")); err != nil {
 			return nil, err
 		}
 		return &Target{Manifest: m, AppDir: app, Layers: layers, Release: "unreleased"}, nil
@@ -64,7 +64,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := preparePython(m, layers, o.Log); err != nil {
+	if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, rel.Digest, rel.BuildSHA)); err != nil {
 		return nil, err
 	}
 	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil
@@ -161,6 +161,11 @@ func (i *Instance) Supervise() (*supervisor.Supervisor, error) {
 func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	setMetrics, closeMetrics, err := runMetrics(&o)
+	if err != nil {
+		return nil, err
+	}
+	defer closeMetrics()
 	t, err := Resolve(ref, o)
 	if err != nil {
 		return nil, err
@@ -178,6 +183,7 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err != nil {
 		return nil, err
 	}
+	setMetrics(inst, sup)
 	echo := echoLogs(ctx, LogDir(o.Root, t.Manifest.Name), t.Manifest, out, func(err error) {
 		inst.Log.Warn().Err(err).Msg("the output is gone: stopping the capsule")
 		cancel(fmt.Errorf("writing the services' output: %w", err))

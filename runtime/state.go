@@ -127,6 +127,9 @@ type capsuleState struct {
 // startState opens the capsule's store and serves it on the capsule's and
 // the admin socket.
 func (i *Instance) startState() error {
+	if i.opts.Metrics != nil {
+		i.opts.Metrics.SetRelease(i.Manifest.Name, i.Release, ShowBuildSHA(i.BuildSHA))
+	}
 	if i.opts.Shared != nil {
 		return i.opts.Shared.serveState(i)
 	}

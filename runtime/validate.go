@@ -247,10 +247,7 @@ func (r *Report) checkArchive(file string, o ValidateOptions) *specs.Manifest {
 		return nil
 	}
 	r.manifestOK(m, o.Slice)
-	sha := meta.BuildSHA
-	if sha == "" {
-		sha = "none"
-	}
+	sha := ShowBuildSHA(meta.BuildSHA)
 	r.add(Finding{Check: "archive", Status: StatusPass, File: file,
 		Message: fmt.Sprintf("%d files, content %s, build SHA %s, built by tori-run %s; install verifies the digest and every file",
 			len(meta.Files), meta.ContentDigest, sha, meta.ToolVersion)})

@@ -78,10 +78,7 @@ Also callable as: capsbuild --from-zip APP.zip --manifest capsule.yml --output F
 					fmt.Fprintf(g.stdout, "left out %s\n", x)
 				}
 			}
-			sha := res.BuildSHA
-			if sha == "" {
-				sha = "none"
-			}
+			sha := runtime.ShowBuildSHA(res.BuildSHA)
 			fmt.Fprintf(g.stdout, "built %s\n  capsule %s %s, %d files, %s, build SHA %s, %d left out, in %s\n  digest  %s\n",
 				res.Path, res.Name, res.Version, res.Files, units.BytesSize(float64(res.Bytes)), sha, len(res.Excluded),
 				time.Since(start).Round(time.Millisecond), res.Digest)
@@ -154,13 +151,17 @@ func newListCmd(g *globals) *cobra.Command {
 				return enc.Encode(rels)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tDIGEST\tSIZE\tINSTALLED\tIN USE")
+			fmt.Fprintln(tw, "NAME\tVERSION\tDIGEST\tBUILD SHA\tSIZE\tINSTALLED\tIN USE")
 			for _, r := range rels {
 				inUse := "no"
 				if r.InUse {
 					inUse = "yes (" + strings.Join(r.UsedBy, ", ") + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Version, r.Digest[:12], units.BytesSize(float64(r.Size)),
+				sha := runtime.ShowBuildSHA(r.BuildSHA)
+				if len(sha) > 12 {
+					sha = sha[:12]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Version, r.Digest[:12], sha, units.BytesSize(float64(r.Size)),
 					r.InstalledAt.Local().Format(time.DateTime), inUse)
 			}
 			return tw.Flush()

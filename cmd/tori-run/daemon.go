@@ -116,6 +116,13 @@ func printStatus(g *globals, st []runtime.CapsuleStatus) {
 		if c.Seccomp != "" && c.Seccomp != "default" {
 			rel += ", seccomp " + c.Seccomp // a weaker or other filter is named
 		}
+		if c.BuildSHA != "" {
+			sha := c.BuildSHA
+			if len(sha) > 12 {
+				sha = sha[:12]
+			}
+			rel += ", build " + sha
+		}
 		fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t\t\t\t\t\t\n", c.Name, rel, c.State, c.Error)
 		if line := upgradeLine(c); line != "" {
 			fmt.Fprintf(tw, "  %s\t\t\t\t\t\t\t\t\n", line)

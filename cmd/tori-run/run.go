@@ -30,6 +30,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var inContainer bool
 	var withoutLimits bool
 	var limits stateLimits
+	var metricsAddr string
 	c := &cobra.Command{
 		Use:   "run NAME|DIGEST|capsule.yml|APP-DIR",
 		Short: "Run a capsule in the foreground until SIGINT/SIGTERM",
@@ -78,6 +79,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 			if err := limits.apply(&o); err != nil {
 				return err
 			}
+			o.MetricsAddr = metricsAddr
 			// A hang-up or a broken stdout/stderr stops the capsule as SIGTERM
 			// does; by default either would kill tori-run and orphan the
 			// capsule's init with its cgroups and mounts. With SIGPIPE
@@ -95,6 +97,7 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 			return nil
 		},
 	}
+	c.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
 	c.Flags().StringVar(&slice, "slice", "", "systemd .slice file whose limits override the manifest's resources")
 	c.Flags().BoolVar(&inContainer, "in-container", false, "container mode: PID 1 of a container made by an engine (see docs/CLUSTER.md)")
 	c.Flags().StringVar(&cgroupParent, "cgroup-parent", "", "cgroup to create the capsule's cgroups under (default: under tori-run's own)")

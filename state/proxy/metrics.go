@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tori-run/tori-run/state"
 )
@@ -20,9 +23,10 @@ type Metrics struct {
 	commitBatch  *prometheus.HistogramVec
 	fsyncSeconds *prometheus.HistogramVec
 
-	mu     sync.Mutex // guards stores
-	stores map[string]*state.Store
-	descs  storeDescs
+	mu       sync.Mutex // guards stores and releases
+	stores   map[string]*state.Store
+	releases map[string][2]string // capsule -> release digest, build SHA
+	descs    storeDescs
 }
 
 type storeDescs struct {
@@ -53,7 +57,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tori_state_log_fsync_seconds", Help: "Duration of the log write and fsync of a group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}, capsule),
-		stores: map[string]*state.Store{},
+		stores:   map[string]*state.Store{},
+		releases: map[string][2]string{},
 	}
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, capsule, nil) }
 	m.descs = storeDescs{
@@ -76,7 +81,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		cacheBytes:    d("tori_state_cache_bytes", "Decoded value pages held in memory."),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.writeSeconds, m.rateLimited, m.commitBatch, m.fsyncSeconds, storeCollector{m}} {
-		if err := reg.Register(c); err != nil {
+		// Each series also gets its capsule's release and build_sha
+		// labels (SetRelease), so that SPEC §3's promise holds for them.
+		if err := reg.Register(releaseLabelled{c: c, m: m}); err != nil {
 			return nil, fmt.Errorf("register state metrics: %w", err)
 		}
 	}
@@ -163,4 +170,86 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		cnt(d.eventsDropped, st.EventsDropped)
 		g(d.cacheBytes, float64(st.CacheBytes))
 	}
+}
+
+// Labels every state series gets besides capsule: the release the capsule
+// runs and its build SHA (SPEC §3: every metric of a capsule carries them).
+const (
+	LabelRelease  = "release"
+	LabelBuildSHA = "build_sha"
+)
+
+// SetRelease says which release of capsule the proxy serves, for the
+// release and build_sha labels of its series (buildSHA as it should be
+// shown: the runtime passes "none" when the release has none). During an
+// upgrade both releases share the capsule's state; the labels name the
+// release that opened it last.
+func (m *Metrics) SetRelease(capsule, release, buildSHA string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.releases[capsule] = [2]string{release, buildSHA}
+}
+
+func (m *Metrics) releaseOf(capsule string) (string, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.releases[capsule]
+	if !ok {
+		return "unknown", "unknown"
+	}
+	return r[0], r[1]
+}
+
+// releaseLabelled adds the release and build_sha labels of each metric's
+// capsule to what c collects. It is an unchecked collector (it describes
+// nothing), since its label sets are c's plus two.
+type releaseLabelled struct {
+	c prometheus.Collector
+	m *Metrics
+}
+
+func (releaseLabelled) Describe(chan<- *prometheus.Desc) {}
+
+func (l releaseLabelled) Collect(ch chan<- prometheus.Metric) {
+	inner := make(chan prometheus.Metric)
+	go func() {
+		l.c.Collect(inner)
+		close(inner)
+	}()
+	for metric := range inner {
+		var pb dto.Metric
+		if err := metric.Write(&pb); err != nil {
+			ch <- prometheus.NewInvalidMetric(metric.Desc(), err)
+			continue
+		}
+		capsule := ""
+		for _, lp := range pb.GetLabel() {
+			if lp.GetName() == "capsule" {
+				capsule = lp.GetValue()
+			}
+		}
+		rel, sha := l.m.releaseOf(capsule)
+		ch <- withLabels{Metric: metric, extra: []*dto.LabelPair{
+			{Name: proto.String(LabelBuildSHA), Value: proto.String(sha)},
+			{Name: proto.String(LabelRelease), Value: proto.String(rel)},
+		}}
+	}
+}
+
+// withLabels is a metric with extra label pairs.
+type withLabels struct {
+	prometheus.Metric
+	extra []*dto.LabelPair
+}
+
+func (w withLabels) Write(out *dto.Metric) error {
+	if err := w.Metric.Write(out); err != nil {
+		return err
+	}
+	out.Label = append(out.Label, w.extra...)
+	sort.Slice(out.Label, func(i, j int) bool { return out.Label[i].GetName() < out.Label[j].GetName() })
+	return nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package runtime
 
 import (
@@ -21,42 +23,6 @@ import (
 	"github.com/tori-run/tori-run/overlay"
 )
 
-// Status is the outcome of one host check.
-type Status string
-
-const (
-	StatusPass Status = "pass"
-	StatusWarn Status = "warn"
-	StatusFail Status = "fail"
-)
-
-// Finding is the result of one check, as `tori-run validate` prints it. Host checks set Check, Status,
-// Message and Hint; manifest checks also say where (File, Line, Column, Field).
-type Finding struct {
-	Check   string `json:"check"`
-	Status  Status `json:"status"`
-	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
-	File    string `json:"file,omitempty"`
-	Line    int    `json:"line,omitempty"`
-	Column  int    `json:"column,omitempty"`
-	Field   string `json:"field,omitempty"`
-}
-
-// HostOptions says what CheckHost checks the host for.
-type HostOptions struct {
-	// StateDir is where capsule state lives (TORI_STATE_ROOT); empty means DefaultStateRoot.
-	StateDir string
-	// Python is the version the manifest wants ("3.10"); empty if it asks none, and then python3 is not checked.
-	Python string
-	// Directives are the resource directives the manifest sets (CPUQuota, MemoryMax, ...); empty reports all.
-	Directives []string
-}
-
-// SystemPath is the PATH of a capsule on the `host` layer: only the host's system folders are bound into it,
-// so this is where its python3 is looked for, not in the caller's $PATH.
-const SystemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // Kernel versions the kernel check compares with.
 var (
 	minKernel      = kernelVersion{4, 18} // the oldest tori-run supports
@@ -71,20 +37,6 @@ var (
 // python3 once; it changes nothing else.
 func CheckHost(opts HostOptions) []Finding {
 	return liveHost().check(opts)
-}
-
-// WorstStatus returns the most severe status among fs: fail over warn over pass (pass for none).
-func WorstStatus(fs []Finding) Status {
-	worst := StatusPass
-	for _, f := range fs {
-		switch f.Status {
-		case StatusFail:
-			return StatusFail
-		case StatusWarn:
-			worst = StatusWarn
-		}
-	}
-	return worst
 }
 
 // hostEnv is what the checks take from the host, so tests can feed fake kernels, cgroup modes and pythons.

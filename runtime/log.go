@@ -61,21 +61,3 @@ func ShowBuildSHA(sha string) string {
 func CapsuleLogger(l zerolog.Logger, capsule, release, buildSHA string) zerolog.Logger {
 	return l.With().Str(FieldCapsule, capsule).Str(FieldRelease, release).Str(FieldBuildSHA, ShowBuildSHA(buildSHA)).Logger()
 }
-
-// capsuleLog is the logger for a daemon line about capsule name: its
-// instance's (capsule, release, build_sha, instance) while one exists, else
-// the release the daemon knows of it, with build_sha "unknown" until its
-// release is read.
-func (d *Daemon) capsuleLog(name string) zerolog.Logger {
-	d.mu.Lock()
-	m := d.capsules[name]
-	d.mu.Unlock()
-	release := "unknown"
-	if m != nil {
-		if m.inst != nil {
-			return m.inst.Log
-		}
-		release = m.release
-	}
-	return CapsuleLogger(d.o.Log, name, release, "unknown")
-}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package runtime
 
 import (
@@ -231,4 +233,22 @@ func runMetrics(o *Options) (set func(*Instance, *supervisor.Supervisor), closeF
 type capsuleSampler struct {
 	inst *Instance
 	sup  *supervisor.Supervisor
+}
+
+// capsuleLog is the logger for a daemon line about capsule name: its
+// instance's (capsule, release, build_sha, instance) while one exists, else
+// the release the daemon knows of it, with build_sha "unknown" until its
+// release is read.
+func (d *Daemon) capsuleLog(name string) zerolog.Logger {
+	d.mu.Lock()
+	m := d.capsules[name]
+	d.mu.Unlock()
+	release := "unknown"
+	if m != nil {
+		if m.inst != nil {
+			return m.inst.Log
+		}
+		release = m.release
+	}
+	return CapsuleLogger(d.o.Log, name, release, "unknown")
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The value parsers below return a message (not an error) so that the caller
@@ -193,7 +191,7 @@ func ParseSignal(s string) (Signal, error) {
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
-	n := unix.SignalNum(name)
+	n := signalNum(name)
 	if n == 0 {
 		return Signal{}, fmt.Errorf("%q is not a signal; expected a name like SIGTERM, SIGINT, SIGQUIT or SIGHUP", s)
 	}

@@ -377,15 +377,3 @@ func commitFile(f *os.File, final string) error {
 	}
 	return syncDir(filepath.Dir(final))
 }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 
 	"github.com/rs/zerolog"
 )
@@ -29,7 +28,7 @@ func (d *dirSource) name() string { return d.dir }
 func (d *dirSource) Close() error { return d.root.Close() }
 
 func (d *dirSource) open(e *entry) (io.ReadCloser, error) {
-	return d.root.OpenFile(e.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	return d.root.OpenFile(e.path, os.O_RDONLY|oNoFollow, 0)
 }
 
 // scan walks the folder into a tree, leaving out what x excludes.

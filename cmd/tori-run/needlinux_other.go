@@ -1,0 +1,55 @@
+//go:build !linux
+
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/tori-run/tori-run/runtime"
+)
+
+// Off Linux, the commands that run capsules or use the release store are
+// listed as on Linux and say plainly that they need it (exit status 1);
+// build, validate and version work.
+func linuxOnly(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short + " (Linux only)",
+		Args: cobra.ArbitraryArgs, DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runtime.NeedLinux(cmd.Name()) },
+	}
+}
+
+func newInstallCmd(*globals) *cobra.Command {
+	return linuxOnly("install CAPSULE.tar.gz", "Verify and install a capsule under <root>/releases/<sha256>/")
+}
+func newListCmd(*globals) *cobra.Command { return linuxOnly("list", "List installed releases") }
+func newVerifyCmd(*globals) *cobra.Command {
+	return linuxOnly("verify NAME|DIGEST", "Re-hash an installed release")
+}
+func newGCCmd(*globals) *cobra.Command { return linuxOnly("gc", "Remove releases nothing references") }
+func newRunCmd(*globals) *cobra.Command {
+	return linuxOnly("run NAME|DIGEST|capsule.yml|APP-DIR", "Run a capsule in the foreground until SIGINT/SIGTERM")
+}
+func newSpecCmd(*globals) *cobra.Command {
+	return linuxOnly("spec NAME|DIGEST|capsule.yml", "Print the OCI runtime-spec config.json tori-run uses for a capsule")
+}
+func newDaemonCmd(*globals) *cobra.Command {
+	return linuxOnly("daemon", "Supervise every enabled capsule")
+}
+func newActCmd(_ *globals, action, short string) *cobra.Command {
+	return linuxOnly(action+" NAME[/SERVICE]", short)
+}
+func newStatusCmd(*globals) *cobra.Command {
+	return linuxOnly("status [NAME]", "Show capsules and services")
+}
+func newLogsCmd(*globals) *cobra.Command {
+	return linuxOnly("logs NAME[/SERVICE]", "Show a capsule's logs")
+}
+func newEventsCmd(*globals) *cobra.Command {
+	return linuxOnly("events [NAME]", "Follow supervision events")
+}
+func newEnableCmd(*globals) *cobra.Command {
+	return linuxOnly("enable NAME|DIGEST", "Enable a capsule in the daemon")
+}
+func newDisableCmd(*globals) *cobra.Command { return linuxOnly("disable NAME", "Disable a capsule") }
+func newStateCmd(*globals) *cobra.Command   { return linuxOnly("state", "Inspect a capsule's state") }

@@ -18,7 +18,7 @@ DEMO_ROOT ?= $(CURDIR)/.demo
 GOTAGS    ?= seccomp
 TAGFLAG   := -tags $(GOTAGS)
 
-.PHONY: all build install demo test test-unit test-root test-vm fuzz lint clean bench-toritest bench-toritest-short bench-upgrade-short bench-state bench-state-short bench bench-short
+.PHONY: all build install demo test test-unit test-root test-vm fuzz lint cross doc-test clean bench-toritest bench-toritest-short bench-upgrade-short bench-state bench-state-short bench bench-short
 
 all: build
 
@@ -39,7 +39,7 @@ install: build ## install into $(PREFIX)/bin
 demo: build ## show what tori-run does today with the reference capsule
 	./scripts/demo.sh
 
-test: lint test-root test-vm fuzz bench-short ## everything CI runs
+test: lint cross doc-test test-root test-vm fuzz bench-short ## everything CI runs
 
 test-unit: ## fast tests, no root needed (root tests skip and say why)
 	$(GO) test $(TAGFLAG) -short -count=1 ./...
@@ -91,6 +91,12 @@ bench: build ## every benchmark for real (minutes; as root), then refresh docs/P
 	mkdir -p bench/release/results && bench/release/bench.sh | tee bench/release/results/summary.md
 	$(MAKE) --no-print-directory bench-state bench-toritest
 	python3 bench/tables.py docs/PERFORMANCE.md
+
+cross: ## build for Windows and macOS; under wine64, check the Windows build makes Linux's archive byte for byte
+	GO=$(GO) ./scripts/cross.sh
+
+doc-test: ## run every runnable shell block of README.md and docs/*.md (see scripts/doctest.sh)
+	GO=$(GO) ./scripts/doctest.sh
 
 lint: $(GOLANGCI) ## go vet, staticcheck, depguard's layering rules, gofmt
 	$(GO) vet $(TAGFLAG) ./...

@@ -60,6 +60,10 @@ func run(args []string, stdout, stderr *os.File) int {
 // `capsbuild ARGS` is `tori-run build ARGS`, and `capsdeploy CMD ARGS` is
 // `tori-run CMD ARGS`.
 func aliasArgs(name string, args []string) []string {
+	// On Windows the program is capsbuild.exe (or CAPSBUILD.EXE).
+	if strings.EqualFold(filepath.Ext(name), ".exe") {
+		name = strings.ToLower(strings.TrimSuffix(name, filepath.Ext(name)))
+	}
 	switch name {
 	case "capsbuild":
 		return append([]string{"build"}, args...)

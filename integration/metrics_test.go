@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,6 +217,18 @@ func TestDaemonMetrics(t *testing.T) {
 			if l := labelsOf(m); l["pid"] != "" || l["cpu"] != "" {
 				t.Errorf("%s%v: no per-pid or per-CPU series", name, l)
 			}
+		}
+	}
+
+	// The Grafana dashboard uses only series the daemon serves.
+	dash, err := os.ReadFile("../examples/grafana/tori-run.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`\btori_[a-z_]+`).FindAllString(string(dash), -1) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if mfs[name] == nil && mfs[base] == nil && name != "tori_state_requests_total" && name != "tori_state_rate_limited_total" && !strings.HasPrefix(name, "tori_state_write_seconds") {
+			t.Errorf("examples/grafana/tori-run.json uses %s, which /metrics does not serve", name)
 		}
 	}
 

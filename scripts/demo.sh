@@ -32,8 +32,23 @@ cp -a "$APP" "$DEMO/copy1" && cp -r "$APP" "$DEMO/copy2" && touch -d '2001-01-01
 sha256sum "$DEMO"/a/*.tar.gz "$DEMO"/b/*.tar.gz
 ARCHIVE=$(ls "$DEMO"/a/*.tar.gz)
 
+step "The seed's own command on an app zipped on Windows (no Unix modes: the .py entrypoint runs with the capsule's Python)" \
+	"capsbuild --from-zip tori_nodb_complete_v2.zip --manifest capsule.yml --output capsule-metacog-XYZ.tar.gz"
+python3 - "$DEMO/tori_nodb_complete_v2.zip" "$APP" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name in ["python/core/start_true_metacognition.py", "python/core/tori_state.py", "requirements_nodb.txt"]:
+        zi = zipfile.ZipInfo(name, (2025, 3, 1, 12, 0, 0)); zi.create_system = 0; zi.external_attr = 0x20  # FAT: no modes
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        z.writestr(zi, open(sys.argv[2] + "/" + name, "rb").read())
+PY
+(cd "$DEMO" && cp "$OLDPWD/$APP/capsule.yml" . && "$OLDPWD/bin/capsbuild" --from-zip tori_nodb_complete_v2.zip --manifest capsule.yml --output capsule-metacog-XYZ.tar.gz)
+$T validate --manifest "$APP/capsule.yml" "$DEMO/tori_nodb_complete_v2.zip" | tail -2
+echo "-- a zip has no git: the build SHA is recorded as absent, and shown as 'none' in logs, metrics and status"
+
 if [ "$(id -u)" != 0 ]; then
-	printf '\nInstalling and running capsules needs root (mounts, namespaces, cgroups): run make demo as root to see the rest.\n'
+	printf '\nThe rest (install, run under the slice, the daemon, metrics, state) needs root: OverlayFS mounts,\n'
+	printf 'namespaces and cgroups. Run it as root: sudo make demo (nothing was installed or started so far).\n'
 	exit 0
 fi
 
@@ -82,7 +97,8 @@ step "The daemon: enable the capsule, supervise it, kill a service, watch it com
 	"tori-run enable tori-metacognitive; tori-run daemon &; tori-run status   (host.yml allows /opt/tori/state)"
 cat "$TORI_HOST_CONFIG"
 $T enable tori-metacognitive --socket "$SOCK"
-$T daemon --socket "$SOCK" --log-format json >"$DEMO/daemon.log" 2>&1 &
+METRICS=127.0.0.1:${DEMO_METRICS_PORT:-19465}
+$T daemon --socket "$SOCK" --log-format json --metrics-addr "$METRICS" >"$DEMO/daemon.log" 2>&1 &
 DAEMON=$!
 for _ in $(seq 50); do $T status --socket "$SOCK" >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 2
@@ -100,6 +116,13 @@ kill "$EVENTS" 2>/dev/null; wait "$EVENTS" 2>/dev/null || true
 cat "$DEMO/events.txt"
 echo "-- its last log lines:"
 $T logs tori-metacognitive/tori-observer --tail 3
+echo "-- /metrics (Prometheus text; the killed service's restarts counter moved):"
+python3 - "http://$METRICS/metrics" <<'PY'
+import re, sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines():
+    if re.match(r"tori_(build_info|capsule_info|capsule_memory_working_set_bytes|capsule_cpu_usage_seconds_total|service_up|service_restarts_total)\{", line):
+        print("  " + re.sub(r'release="([0-9a-f]{12})[0-9a-f]*"', r'release="\1..."', line))
+PY
 
 step "Blue-green upgrade to a 2.1.1 build: started beside 2.1.0, switched once healthy, state carried over" \
 	"tori-run upgrade tori-metacognitive ARCHIVE-2.1.1; tori-run status; tori-run rollback ..."
@@ -145,4 +168,9 @@ fi
 step "Nothing left behind: instances, mounts, cgroups" "ls instances; grep mountinfo; ls cgroups"
 echo "instances: $(ls "$DEMO/root/instances" | wc -l)"
 echo "mounts under the demo root: $(grep -c "$DEMO" /proc/self/mountinfo || true)"
-echo "tori cgroups: $(ls -d /sys/fs/cgroup/*/tori /sys/fs/cgroup/tori 2>/dev/null | wc -l)"
+echo "tori/ parent cgroups (shared by every capsule on this host): $(ls -d /sys/fs/cgroup/*/tori /sys/fs/cgroup/tori 2>/dev/null | wc -l)"
+left=$(find /sys/fs/cgroup -maxdepth 8 -type d -path '*/tori/tori-metacognitive-*' 2>/dev/null | while read -r d; do
+	grep -qs . "$d/cgroup.procs" && echo "$d"; done | head -3)
+echo "processes in the demo's capsule cgroups: ${left:-none}"
+if kill -0 "$DAEMON" 2>/dev/null || grep -q "$DEMO" /proc/self/mountinfo; then echo "demo: something is still running or mounted" >&2; exit 1; fi
+echo "nothing running, nothing mounted"

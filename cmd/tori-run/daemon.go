@@ -16,9 +16,12 @@ import (
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
-	var o runtime.DaemonOptions
-	var hf hostFlags
-	var limits stateLimits
+	var (
+		o           runtime.DaemonOptions
+		hf          hostFlags
+		limits      stateLimits
+		metricsAddr string
+	)
 	c := &cobra.Command{
 		Use:   "daemon",
 		Short: "Supervise every enabled capsule and serve the control API",
@@ -38,13 +41,14 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 			if err := limits.apply(&o.Options); err != nil {
 				return err
 			}
+			o.MetricsAddr = metricsAddr
 			return runtime.RunDaemon(cmd.Context(), o)
 		},
 	}
 	c.Flags().StringVar(&o.Socket, "socket", runtime.DefaultControlSocket, "the control API's Unix socket")
 	c.Flags().DurationVar(&o.StopDeadline, "stop-deadline", time.Minute, "time to stop every capsule at SIGTERM")
 	c.Flags().StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup to create the capsules' cgroups under (default: under tori-run's own)")
-	c.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
+	c.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
 	addHostFlags(c, &hf)
 	limits.register(c)
 	return c

@@ -326,3 +326,39 @@ func scrapeText(t *testing.T, addr string) map[string]*dtoFamily {
 }
 
 type dtoFamily = dto.MetricFamily
+
+// TestDaemonMetricsFlag: `tori-run daemon --metrics-addr` serves /metrics
+// (the flag once got lost on its way to the daemon).
+func TestDaemonMetricsFlag(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the daemon's control socket is root only")
+	}
+	e := &seedEnv{t: t, dir: t.TempDir(), bins: filepath.Dir(binary), root: t.TempDir(), run: t.TempDir(), stat: t.TempDir()}
+	addr := freeTCP(t)
+	d := e.cmd("tori-run", "daemon", "--socket", filepath.Join(e.run, "tori.sock"), "--metrics-addr", addr)
+	var log bytes.Buffer
+	d.Stderr = &log
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = d.Process.Signal(syscall.SIGTERM)
+		if err := d.Wait(); err != nil {
+			t.Errorf("daemon exit: %v\n%s", err, log.String())
+		}
+	}()
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i == 100 {
+			t.Fatalf("daemon --metrics-addr %s serves nothing: %v\n%s", addr, err, log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if mfs := scrapeText(t, addr); mfs["tori_build_info"] == nil {
+		t.Errorf("no tori_build_info on %s", addr)
+	}
+}

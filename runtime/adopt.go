@@ -76,10 +76,6 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,
 		paths: newInstancePaths(o.Root, rec.ID), opts: o, services: map[string]*cgroups.Group{}}
 	i.Log = CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA).With().Str("instance", rec.ID).Logger()
-	layers, err := resolveLayers(m, o)
-	if err != nil {
-		return nil, nil, err
-	}
 	if i.confine.uid, i.confine.gid, err = resolveUser(m, layers); err != nil {
 		return nil, nil, err
 	}

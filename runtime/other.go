@@ -3,9 +3,13 @@
 package runtime
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	goruntime "runtime"
+
+	"github.com/tori-run/tori-run/specs"
 )
 
 // ErrNeedLinux is what the commands that run capsules return on other
@@ -27,4 +31,42 @@ func CheckHost(HostOptions) []Finding {
 	return []Finding{{Check: "host", Status: StatusFail,
 		Message: fmt.Sprintf("this is %s/%s: capsules run only on Linux (namespaces, cgroups, OverlayFS); the host checks need the Linux host that will run the capsule", goruntime.GOOS, goruntime.GOARCH),
 		Hint:    "run tori-run validate --host on that Linux host; the manifest, app and archive checks above hold here too"}}
+}
+
+// Options off Linux: only what validate reads (no capsule runs here).
+type Options struct {
+	StateRoot string
+}
+
+// checkVolumesOnHost: volumes are the Linux host's to allow; CheckHost
+// already says that the host checks need it.
+func (r *Report) checkVolumesOnHost(*specs.Manifest, ValidateOptions) {}
+
+func seccompSupportFinding() Finding {
+	return Finding{Check: "seccomp", Status: StatusFail, Message: "seccomp filters are applied on the Linux host that runs the capsule",
+		Hint: "run tori-run validate --host there"}
+}
+
+// confinementFinding off Linux names the filter the capsule asks for; the
+// capabilities and the filter itself are checked on the Linux host.
+func confinementFinding(m *specs.Manifest) Finding {
+	mode := m.Seccomp
+	if mode == "" {
+		mode = "default"
+	}
+	return Finding{Check: "confinement", Status: StatusPass, File: m.Source,
+		Message: "seccomp " + mode + "; the capabilities and the filter are checked on the Linux host (validate --host)"}
+}
+
+// checkSeccompProfile off Linux checks that the profile is in the app and
+// is JSON; libseccomp compiles it on the Linux host.
+func checkSeccompProfile(m *specs.Manifest, app fs.FS) error {
+	body, err := fs.ReadFile(app, m.Seccomp)
+	if err != nil {
+		return fmt.Errorf("the profile %s: %w", m.Seccomp, err)
+	}
+	if !json.Valid(body) {
+		return fmt.Errorf("the profile %s is not JSON (moby's seccomp profile format)", m.Seccomp)
+	}
+	return nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -28,4 +30,17 @@ func (h *hostFlags) load() (*runtime.HostConfig, error) {
 		return nil, usageError{err}
 	}
 	return hc, err
+}
+
+// validateRuntime gives validate tori-run's folders and, with --host, what
+// the operator allows, so that volumes are checked as run would.
+func (g *globals) validateRuntime(o *runtime.ValidateOptions, hf *hostFlags) error {
+	o.Runtime = g.runtimeOptions("", "")
+	if o.Host {
+		var err error
+		if o.Runtime.Host, err = hf.load(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

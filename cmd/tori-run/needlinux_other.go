@@ -53,3 +53,28 @@ func newEnableCmd(*globals) *cobra.Command {
 }
 func newDisableCmd(*globals) *cobra.Command { return linuxOnly("disable NAME", "Disable a capsule") }
 func newStateCmd(*globals) *cobra.Command   { return linuxOnly("state", "Inspect a capsule's state") }
+
+func newExportImageCmd(*globals) *cobra.Command {
+	return linuxOnly("export-image NAME|DIGEST -o FILE", "Export an installed capsule as an OCI image archive")
+}
+func newContainerReadyCmd(*globals) *cobra.Command {
+	return linuxOnly("container-ready", "Exit 0 when the capsule of this container is ready")
+}
+func newExportManifestsCmd(*globals) *cobra.Command {
+	return linuxOnly("export-manifests NAME|DIGEST", "Write a Kubernetes Deployment and a Nomad job for an exported image")
+}
+
+// Off Linux, validate has no operator allowances to read: the host checks
+// (where volumes are judged) need the Linux host. The flags are accepted so
+// that the same command line works everywhere.
+type hostFlags struct {
+	allow  []string
+	config string
+}
+
+func addHostFlags(c *cobra.Command, h *hostFlags) {
+	c.Flags().StringArrayVar(&h.allow, "allow-volume", nil, "a host path capsules may bind (checked on the Linux host)")
+	c.Flags().StringVar(&h.config, "config", "", "the host configuration (read on the Linux host)")
+}
+
+func (g *globals) validateRuntime(*runtime.ValidateOptions, *hostFlags) error { return nil }

@@ -40,12 +40,8 @@ Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 				return usagef("validate: give a capsule.yml, an app folder or zip, or --host")
 			}
 			o.StateDir = envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot)
-			o.Runtime = g.runtimeOptions("", "")
-			if o.Host {
-				var err error
-				if o.Runtime.Host, err = hf.load(); err != nil {
-					return err
-				}
+			if err := g.validateRuntime(&o, &hf); err != nil {
+				return err
 			}
 			r := runtime.Validate(target, o)
 			if asJSON {

@@ -96,7 +96,7 @@ cross: ## build for Windows and macOS; under wine64, check the Windows build mak
 	GO=$(GO) ./scripts/cross.sh
 
 doc-test: ## run every runnable shell block of README.md and docs/*.md (see scripts/doctest.sh)
-	GO=$(GO) ./scripts/doctest.sh
+	GO=$(GO) GOTAGS=$(GOTAGS) ./scripts/doctest.sh
 
 lint: $(GOLANGCI) ## go vet, staticcheck, depguard's layering rules, gofmt
 	$(GO) vet $(TAGFLAG) ./...

@@ -28,7 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/bin"
-$GO build -o "$work/bin/tori-run" ./cmd/tori-run
+# The tags of every build (the Makefile's GOTAGS): seccomp needs libseccomp.
+$GO build -tags "${GOTAGS:-seccomp}" -o "$work/bin/tori-run" ./cmd/tori-run
 ln -s tori-run "$work/bin/capsbuild"
 ln -s tori-run "$work/bin/capsdeploy"
 # The doc test runs as root: `sudo CMD` runs CMD as it is, in the same

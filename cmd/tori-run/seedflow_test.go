@@ -121,9 +121,8 @@ func TestSeedFlowEndToEnd(t *testing.T) {
 		}
 	}
 	// The seed binds /opt/tori/state:/data:rw; make it if this host has
-	// none, and remove what was made.
-	// TODO(confine-spec): allow the volume with --allow-volume /opt/tori/state
-	// once operator-allowed volumes land.
+	// none, and remove what was made. The operator allows it below with
+	// --allow-volume.
 	if _, err := os.Stat("/opt/tori/state"); errors.Is(err, os.ErrNotExist) {
 		made := "/opt/tori/state"
 		if _, err := os.Stat("/opt/tori"); errors.Is(err, os.ErrNotExist) {
@@ -161,7 +160,8 @@ func TestSeedFlowEndToEnd(t *testing.T) {
 
 	// Run it under the seed's slice, with metrics.
 	addr := freeTCP(t)
-	run := e.cmd("tori-run", "run", "tori-metacognitive", "--slice", "tori-metacog.slice", "--metrics-addr", addr, "--log-format", "json")
+	e.must("tori-run", "validate", "--host", "--allow-volume", "/opt/tori/state", "--slice", "tori-metacog.slice", filepath.Join(e.root, "releases", digest[1]))
+	run := e.cmd("tori-run", "run", "tori-metacognitive", "--slice", "tori-metacog.slice", "--allow-volume", "/opt/tori/state", "--metrics-addr", addr, "--log-format", "json")
 	stdout, err := run.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -78,3 +78,10 @@ func addHostFlags(c *cobra.Command, h *hostFlags) {
 }
 
 func (g *globals) validateRuntime(*runtime.ValidateOptions, *hostFlags) error { return nil }
+
+func newUpgradeCmd(*globals) *cobra.Command {
+	return linuxOnly("upgrade NAME DIGEST|ARCHIVE", "Switch a capsule blue-green to another release, gated by health")
+}
+func newRollbackCmd(*globals) *cobra.Command {
+	return linuxOnly("rollback NAME", "Switch a capsule back to its previous release")
+}

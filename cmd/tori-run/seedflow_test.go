@@ -233,10 +233,6 @@ func TestSeedFlowEndToEnd(t *testing.T) {
 		t.Errorf("tori_capsule_info has no series for the seed's release: %v", mfs["tori_capsule_info"])
 	}
 
-	// TODO(upgrade): once `tori-run upgrade` lands, build a 2.1.1 from the
-	// same zip (version bumped), upgrade to it, read the state back, roll
-	// back, and read it again here.
-
 	// Stop: SIGTERM, every service stops cleanly, exit 0.
 	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -253,11 +249,23 @@ func TestSeedFlowEndToEnd(t *testing.T) {
 	if got := e.must("tori-run", "state", "get", "tori-metacognitive", strings.Fields(keys)[0]); !strings.Contains(got, "novelty") {
 		t.Errorf("state get after stop: %q", got)
 	}
-	// gc removes the release nothing references any more.
+	// Under the daemon (the seed's `systemctl start tori@XYZ`): upgrade to
+	// a 2.1.1 built from the same zip, then roll back to 2.1.0; the state
+	// carries over both ways.
+	previous := seedUpgradeRollback(t, e, digest[1], manifest)
+
+	// gc removes the releases nothing references any more.
+	// The rollback recorded 2.1.1 as the capsule's previous stable release
+	// (refs/NAME/previous, kept after disable so that a later rollback has
+	// a target): gc keeps that one and removes 2.1.0.
 	e.must("tori-run", "gc")
-	if list := e.must("tori-run", "list"); strings.Contains(list, "tori-metacognitive") {
-		t.Errorf("after gc, list still shows the release:\n%s", list)
+	if list := e.must("tori-run", "list"); strings.Contains(list, digest[1][:12]) || !strings.Contains(list, previous[:12]) {
+		t.Errorf("after gc, list should show only the previous release %s:\n%s", previous[:12], list)
 	}
+	if err := os.RemoveAll(filepath.Join(e.root, "refs")); err != nil {
+		t.Fatal(err)
+	}
+	e.must("tori-run", "gc")
 	// Nothing left: no mounts under the roots, no instance, no container
 	// state, no cgroup.
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
@@ -361,4 +369,73 @@ func TestDaemonMetricsFlag(t *testing.T) {
 	if mfs := scrapeText(t, addr); mfs["tori_build_info"] == nil {
 		t.Errorf("no tori_build_info on %s", addr)
 	}
+}
+
+// seedUpgradeRollback runs the seed's capsule under the daemon, upgrades it
+// to a 2.1.1 built from the same zip and rolls back, reading the state
+// after each step; it leaves the daemon stopped and the capsule disabled.
+func seedUpgradeRollback(t *testing.T, e *seedEnv, digest210 string, manifest []byte) (digest211 string) {
+	t.Helper()
+	sock := filepath.Join(e.run, "tori.sock")
+	m211 := strings.Replace(string(manifest), `version: "2.1.0"`, `version: "2.1.1"`, 1) +
+		"update: { min_healthy_time: 1s, healthy_deadline: 1m }\n"
+	if err := os.WriteFile(filepath.Join(e.dir, "capsule-2.1.1.yml"), []byte(m211), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := e.must("capsbuild", "--from-zip", "tori_nodb_complete_v2.zip", "--manifest", "capsule-2.1.1.yml", "--output", "capsule-metacog-211.tar.gz")
+	d211 := regexp.MustCompile(`digest\s+([0-9a-f]{64})`).FindStringSubmatch(out)
+	if d211 == nil {
+		t.Fatalf("capsbuild 2.1.1: %s", out)
+	}
+	daemon := e.cmd("tori-run", "daemon", "--socket", sock, "--allow-volume", "/opt/tori/state", "--log-format", "json")
+	var log bytes.Buffer
+	daemon.Stdout, daemon.Stderr = &log, &log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = daemon.Process.Signal(syscall.SIGTERM)
+			if err := daemon.Wait(); err != nil {
+				t.Errorf("daemon exit: %v", err)
+			}
+		}
+	}
+	defer func() {
+		stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", log.String())
+		}
+	}()
+	for i := 0; ; i++ {
+		if err := e.cmd("tori-run", "status", "--socket", sock).Run(); err == nil {
+			break
+		} else if i == 100 {
+			t.Fatalf("the daemon does not answer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.must("tori-run", "enable", "tori-metacognitive", "--socket", sock, "--allow-volume", "/opt/tori/state")
+	release := func() string {
+		out := e.must("tori-run", "status", "tori-metacognitive", "--socket", sock, "--json")
+		return regexp.MustCompile(`"release":\s*"([0-9a-f]{64})"`).FindStringSubmatch(out)[1]
+	}
+	count := func() int { return len(strings.Fields(e.must("tori-run", "state", "ls", "tori-metacognitive"))) }
+	before := count()
+	e.must("tori-run", "upgrade", "tori-metacognitive", "capsule-metacog-211.tar.gz", "--socket", sock)
+	if got := release(); got != d211[1] {
+		t.Fatalf("after upgrade the daemon runs %s, want 2.1.1's %s", got, d211[1])
+	}
+	if n := count(); n < before {
+		t.Errorf("2.1.1 sees %d observations, 2.1.0 left %d", n, before)
+	}
+	e.must("tori-run", "rollback", "tori-metacognitive", "--socket", sock)
+	if got := release(); got != digest210 {
+		t.Fatalf("after rollback the daemon runs %s, want 2.1.0's %s", got, digest210)
+	}
+	e.must("tori-run", "disable", "tori-metacognitive", "--socket", sock)
+	stop()
+	return d211[1]
 }

@@ -91,6 +91,7 @@ type credConn struct {
 	identify func(int32) (string, error)
 	oob      []byte
 	writers  map[int32]bool // other pids seen writing, found of peer.service
+	tagged   bool           // a read carried its writer's pid: untagged data is refused from then on
 	release  func()
 	once     sync.Once
 }
@@ -126,6 +127,15 @@ func (c *credConn) Read(b []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
+	// Pid 0: the kernel recorded no writer for these bytes. That happens
+	// only to data queued before the accepted socket had SO_PASSCRED (on
+	// kernels that do not tag writes to a connection not yet accepted),
+	// which only the opener's connect-and-write can be: accepted as its
+	// until the first tagged read, never after.
+	if writer == 0 && !c.tagged {
+		return n, nil
+	}
+	c.tagged = true
 	if writer != c.peer.pid && !c.writers[writer] {
 		if err := c.checkWriter(writer); err != nil {
 			return 0, err

@@ -16,15 +16,26 @@ import (
 
 // SpawnFiles opens what a process spawner needs to start a child directly in g (StartIn), in a form that may
 // be handed to a process that must not reach the host's file system (tori-run's init in a capsule): on v1 the
-// `tasks` file of each hierarchy (O_WRONLY; a file, not a folder: no path leads from it anywhere); the cgroup2
-// directory (on v2, and beside v1 on a hybrid host) as the root of a detached, read-only copy of its mount
-// holding this one folder (DetachedDir), never as a folder of the host's mount, from which openat(fd, "..")
-// would climb to the host's "/" (the class of runc's CVE-2024-21626). The caller closes the files.
+// `tasks` file of each hierarchy (O_WRONLY; a file, not a folder: no path leads from it anywhere); on v2 the
+// cgroup2 directory as the root of a detached, read-only copy of its mount holding this one folder
+// (DetachedDir), never as a folder of the host's mount, from which openat(fd, "..") would climb to the host's
+// "/" (the class of runc's CVE-2024-21626). The caller closes the files.
+//
+// On a hybrid host (a version 1 group) the cgroup2 folder is left out: the child is born in the v1
+// hierarchies alone and stays in its parent's cgroup2 group. The unified hierarchy holds no controller there,
+// and everything that asks which group a process is in (Procs, Kill, the notify sender check, the state
+// proxy's identify) finds it through the v1 hierarchies. Being born there too would take
+// clone3(CLONE_INTO_CGROUP), and a spawner that needs clone3 cannot run under a seccomp filter that answers
+// clone3 with ENOSYS (as moby's does, so that the flags of clone(2) can be checked): tori-run's init on v1
+// and hybrid hosts runs under exactly that filter.
 //
 // Inside a cgroup namespace prefer OpenNamespaced, which needs nothing from the host.
 func (g *Group) SpawnFiles() ([]*os.File, error) {
 	var out []*os.File
 	for _, d := range g.dirs {
+		if d.Version == 2 && g.version == 1 {
+			continue // hybrid: born in v1 alone (see above)
+		}
 		var f *os.File
 		var err error
 		if d.Version == 2 {

@@ -197,7 +197,7 @@ func escape() int {
 
 // runEscapes runs the suite in a capsule with the given manifest lines and
 // returns each attack's outcome (true: it succeeded) and the writable mounts.
-func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool, map[string]bool) {
+func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool, map[string]bool, map[string]string) {
 	t.Helper()
 	data, ref := t.TempDir(), t.TempDir()
 	// A read-only volume with a mount inside it: ro must hold for it too
@@ -217,6 +217,7 @@ func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool,
 	_, lines := service(t, inst, "attacker")
 	got := map[string]bool{}
 	writable := map[string]bool{}
+	refusals := map[string]string{} // the refused attacks' errors
 	for {
 		l := expectLine(t, lines, "")
 		t.Log(l)
@@ -225,7 +226,7 @@ func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool,
 			if _, err := os.Stat(filepath.Join(data, ".tori-escape-probe")); err == nil {
 				t.Errorf("the probe file was left in the volume")
 			}
-			return got, writable
+			return got, writable, refusals
 		case strings.HasPrefix(l, "writable: "):
 			for _, m := range strings.Fields(strings.TrimPrefix(l, "writable: ")) {
 				writable[m] = true
@@ -233,6 +234,9 @@ func runEscapes(t *testing.T, extra string, o runtime.Options) (map[string]bool,
 		case strings.HasPrefix(l, "escape "):
 			name, rest, _ := strings.Cut(strings.TrimPrefix(l, "escape "), ": ")
 			got[name] = strings.HasPrefix(rest, "SUCCEEDED")
+			if !got[name] {
+				refusals[name] = rest
+			}
 		}
 	}
 }
@@ -245,11 +249,17 @@ var writableByDesign = map[string]bool{"/tmp": true, "/run": true, "/dev": true,
 	"/app": true, "/data": true, "/proc/keys": true, "/proc/timer_list": true, "/proc/kcore": true,
 	"/proc/latency_stats": true, "/proc/timer_stats": true, "/proc/sched_debug": true}
 
-// knownGaps are attacks the default confinement does not refuse today,
-// as docs/SECURITY.md says: the init starts services with
-// clone3(CLONE_INTO_CGROUP), so the filter allows clone3, whose namespace
-// flags it cannot see.
-var knownGaps = map[string]bool{"clone3-newuser": true}
+// knownGaps are attacks the default confinement does not refuse today
+// (docs/SECURITY.md): none.
+var knownGaps = map[string]bool{}
+
+// refusedWith are attacks that must be refused by one particular error:
+// clone3 answers ENOSYS, as in moby's profile, so that libc and Go fall
+// back to clone(2), whose flags the filter checks. On cgroup v1 and hybrid
+// hosts the capsule's filter answers it; on v2, where the init needs clone3
+// to start services born in their cgroup, the trampoline's filter does
+// (runtime/trampoline.go).
+var refusedWith = map[string]string{"clone3-newuser": unix.ENOSYS.Error()}
 
 // unconfinedSucceeds are the attacks only the seccomp filter refuses
 // (docs/SECURITY.md): with seccomp: unconfined they work.
@@ -258,10 +268,13 @@ var unconfinedSucceeds = map[string]bool{"clone-newuser": true, "clone3-newuser"
 
 func TestEscapeRefused(t *testing.T) {
 	requireRoot(t)
-	got, writable := runEscapes(t, "", options(t))
+	got, writable, refusals := runEscapes(t, "", options(t))
 	for _, e := range escapes {
 		if ok, seen := got[e.name]; !seen || ok != knownGaps[e.name] {
 			t.Errorf("escape %s: succeeded=%v (tried: %v); docs/SECURITY.md says %v", e.name, ok, seen, knownGaps[e.name])
+		}
+		if want := refusedWith[e.name]; want != "" && !strings.Contains(refusals[e.name], want) {
+			t.Errorf("escape %s: refused with %q, want %q", e.name, refusals[e.name], want)
 		}
 	}
 	for m := range writable {
@@ -279,7 +292,7 @@ func TestEscapeRefused(t *testing.T) {
 
 func TestEscapeUnconfined(t *testing.T) {
 	requireRoot(t)
-	got, _ := runEscapes(t, "seccomp: unconfined\n", options(t))
+	got, _, _ := runEscapes(t, "seccomp: unconfined\n", options(t))
 	for _, e := range escapes {
 		if e.name == "unshare-user" {
 			// unshare(2) of a user namespace needs a single-threaded process,

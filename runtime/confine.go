@@ -87,12 +87,17 @@ func SeccompMode(m *specs.Manifest) string {
 //     on the kernel's ptrace checks; in a capsule every service runs as the
 //     same uid, so that would let any service trace and read its siblings.
 //
-//   - clone3 is allowed, where moby answers ENOSYS (so that libc falls back
-//     to clone, whose flags the filter can see): tori-run's init starts
-//     services straight into their cgroup2 folder with
-//     clone3(CLONE_INTO_CGROUP) (cgroups.StartIn; hybrid hosts too). This
-//     is weaker than moby: a service can make namespaces with clone3 that
-//     unshare(2) and clone(2) are refused; docs/SECURITY.md says so.
+//   - clone3: moby answers it with ENOSYS (without CAP_SYS_ADMIN), so that
+//     libc and Go fall back to clone(2), whose namespace flags the filter
+//     can see and refuses; clone3 passes its flags in memory, where a
+//     filter cannot look. So does tori-run on cgroup v1 and hybrid hosts,
+//     where the init starts services without clone3 (v1 tasks files on a
+//     locked thread; cgroups.SpawnFiles). On cgroup v2 (initClone3) the
+//     init needs clone3(CLONE_INTO_CGROUP) to start a service born in its
+//     cgroup, so this filter allows clone3, and the init starts every
+//     service through a trampoline (ExecCommand, runtime/trampoline.go)
+//     that adds one more filter, clone3 -> ENOSYS, before it execs the
+//     service: no service can call clone3 either way.
 //
 //   - Only the native architecture: moby's profile also admits the 32-bit
 //     ABIs (x86 and x32 on amd64), whose system calls then kill the calling
@@ -103,7 +108,7 @@ func SeccompMode(m *specs.Manifest) string {
 //
 // libcontainer answers syscalls newer than the profile with ENOSYS (so
 // programs fall back), and denials with EPERM, as runc does.
-func capsuleSeccomp(m *specs.Manifest, appDir string, caps []string) (*rspec.LinuxSeccomp, error) {
+func capsuleSeccomp(m *specs.Manifest, appDir string, caps []string, initClone3 bool) (*rspec.LinuxSeccomp, error) {
 	if m.Seccomp == specs.SeccompUnconfined {
 		return nil, nil
 	}
@@ -132,9 +137,11 @@ func capsuleSeccomp(m *specs.Manifest, appDir string, caps []string) (*rspec.Lin
 		if kernelGated && slices.Contains(s.Names, "ptrace") {
 			return true
 		}
-		return slices.Equal(s.Names, []string{"clone3"})
+		return initClone3 && slices.Equal(s.Names, []string{"clone3"})
 	})
-	p.Syscalls = append(p.Syscalls, &seccomp.Syscall{LinuxSyscall: rspec.LinuxSyscall{Names: []string{"clone3"}, Action: rspec.ActAllow}})
+	if initClone3 {
+		p.Syscalls = append(p.Syscalls, &seccomp.Syscall{LinuxSyscall: rspec.LinuxSyscall{Names: []string{"clone3"}, Action: rspec.ActAllow}})
+	}
 	return seccompSetup(p, rs)
 }
 

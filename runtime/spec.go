@@ -86,7 +86,7 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
-	if s.Linux.Seccomp, err = capsuleSeccomp(m, in.AppSource, caps); err != nil {
+	if s.Linux.Seccomp, err = capsuleSeccomp(m, in.AppSource, caps, in.CgroupNS); err != nil {
 		return nil, err
 	}
 	base, err := baseMounts(m)

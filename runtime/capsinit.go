@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,7 +131,7 @@ func RunInit() int {
 		return 1
 	}
 	_ = f.Close()
-	s := &initServer{procs: map[int]*initProc{}}
+	s := &initServer{procs: map[int]*initProc{}, trampoline: clone3Open()}
 	sigc := make(chan os.Signal, 32)
 	signal.Notify(sigc, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	go s.serve(l.(*net.UnixListener))
@@ -155,6 +156,10 @@ type initServer struct {
 	// (see sockets.go); heldNames names them. Guarded by mu.
 	held      []*os.File
 	heldNames []string
+	// trampoline: the init's own filter lets clone3 through (cgroup v2
+	// hosts, capsuleSeccomp), so every service starts through ExecCommand,
+	// which closes it before the service runs.
+	trampoline bool
 }
 
 type initProc struct {
@@ -272,10 +277,22 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 	if req.UID != 0 || req.GID != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: req.UID, Gid: req.GID}
 	}
-	if len(listen) > 0 {
-		if err := withListenFDs(cmd, listen); err != nil {
-			return err
+	var execStatus *os.File
+	if len(listen) > 0 || s.trampoline {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("start %s: the trampoline's status pipe: %w", req.Service, err)
 		}
+		defer r.Close()
+		defer w.Close()
+		execStatus = r
+		// The sockets are fds 3.. (LISTEN_FDS), the status pipe after them.
+		cmd.ExtraFiles = append(append([]*os.File(nil), listen...), w)
+		fd := 2 + len(cmd.ExtraFiles)
+		// /proc/self/exe is the init's binary to the child, even after
+		// Credential (a process may always read its own exe link).
+		cmd.Path = "/proc/self/exe"
+		cmd.Args = append([]string{capsuleBinary, ExecCommand, trampolineMode(len(listen) > 0, s.trampoline), strconv.Itoa(fd), path}, req.Args...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -289,6 +306,17 @@ func (s *initServer) start(req *initRequest, files []*os.File, c *net.UnixConn) 
 			return fmt.Errorf("exec %s: %w", path, pe.Err)
 		}
 		return err
+	}
+	if execStatus != nil {
+		// The write end must go here, or the read never ends; then the
+		// read ends at the service's execve (close-on-exec) or with the
+		// trampoline's errno. A failed child exits 127 unrecorded: the
+		// reaper collects it as an orphan.
+		_ = cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		if err := readExecStatus(execStatus); err != nil {
+			_ = unix.Close(pidfd)
+			return fmt.Errorf("exec %s: %w", path, err)
+		}
 	}
 	keep := append([]*os.File(nil), files[2:2+req.Keep]...)
 	for i := 2; i < 2+req.Keep; i++ {

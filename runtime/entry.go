@@ -20,7 +20,9 @@ import (
 //   - "init": libcontainer's bootstrap, which re-executes this binary to set
 //     up a container's namespaces, mounts and cgroups, then execs the
 //     container's process;
-//   - InitCommand: that process, tori-run's init, PID 1 of a capsule.
+//   - InitCommand: that process, tori-run's init, PID 1 of a capsule;
+//   - ExecCommand: the init's trampoline to a service on cgroup v2 hosts,
+//     which closes clone3 before it execs the service (trampoline.go).
 //
 // Tests that start capsules call it too, since there the test binary is
 // /proc/self/exe.

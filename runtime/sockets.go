@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -280,45 +279,6 @@ func listenEnv(names []string) []string {
 		return nil
 	}
 	return []string{"LISTEN_FDS=" + strconv.Itoa(len(names)), "LISTEN_FDNAMES=" + strings.Join(names, ":")}
-}
-
-// ExecCommand is the hidden argument of the trampoline the init runs a
-// service with when it receives sockets: it sets LISTEN_PID to its own pid
-// (the pid the service will have, since exec keeps it) and execs the
-// service. Go cannot run code between fork and exec, which is where systemd
-// sets it.
-const ExecCommand = "capsule-exec"
-
-// runExec is the trampoline: argv is PROGRAM ARGV0 ARGS...
-func runExec(argv []string) int {
-	if len(argv) < 2 {
-		fmt.Fprintln(os.Stderr, "tori-run capsule-exec: expected PROGRAM ARGV0 [ARGS...]")
-		return 2
-	}
-	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
-	err := unix.Exec(argv[0], argv[1:], env)
-	fmt.Fprintf(os.Stderr, "tori-run: exec %s: %v\n", argv[0], err)
-	if errors.Is(err, unix.ENOENT) {
-		return 127
-	}
-	return 126
-}
-
-// withListenFDs makes cmd (in the init) start its program through the
-// trampoline with the sockets as fds 3... An exec error the trampoline
-// would hit is found first, so that it stays a permanent start error.
-func withListenFDs(cmd *exec.Cmd, listen []*os.File) error {
-	if err := unix.Access(cmd.Path, unix.X_OK); err != nil {
-		return fmt.Errorf("exec %s: %w", cmd.Path, err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd.Args = append([]string{"tori-run", ExecCommand, cmd.Path}, cmd.Args...)
-	cmd.Path = self
-	cmd.ExtraFiles = listen
-	return nil
 }
 
 // hold keeps the capsule's listening sockets in the init (replacing any

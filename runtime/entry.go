@@ -10,6 +10,9 @@ import (
 	// nsenter's C constructor joins namespaces before the Go runtime starts
 	// when libcontainer re-executes this binary as "init".
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	// The service trampoline's fast path (ExecCommand): a C constructor
+	// that execs the service before the Go runtime starts.
+	_ "github.com/tori-run/tori-run/runtime/trampoline"
 	// Device rules of the capsule cgroup (libcontainer needs them registered).
 	_ "github.com/opencontainers/cgroups/devices"
 )

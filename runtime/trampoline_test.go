@@ -5,29 +5,37 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// The test binary plays both parts: the trampoline (ExecCommand) and, with
-// TORI_CLONE3_PROBE set, the service it execs, which prints what clone3
-// answers it (clone3 with size 0 creates nothing: EINVAL when allowed).
+// The test binary plays both parts: the trampoline (ExecCommand: the C
+// constructor of runtime/trampoline, or the Go path without cgo;
+// goExecCommand: the Go path always) and, with TORI_CLONE3_PROBE set, the
+// service it execs, which prints what clone3 answers it (clone3 with size 0
+// creates nothing: EINVAL when allowed).
+const goExecCommand = "go-" + ExecCommand
+
+// trampolines are both ways in: each must close clone3.
+var trampolines = []string{ExecCommand, goExecCommand}
+
 func init() {
-	if len(os.Args) > 1 && os.Args[1] == ExecCommand {
+	if len(os.Args) > 1 && (os.Args[1] == ExecCommand || os.Args[1] == goExecCommand) {
 		os.Exit(runExec(os.Args[2:]))
 	}
 	if os.Getenv("TORI_CLONE3_PROBE") == "1" {
 		_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
-		fmt.Printf("clone3: %v\n", errno)
+		fmt.Printf("clone3: %v\npid %d LISTEN_PID=%s\n", errno, os.Getpid(), os.Getenv("LISTEN_PID"))
 		os.Exit(0)
 	}
 }
 
 // trampoline starts the test binary as the init does: through ExecCommand
 // with a status pipe on fd 3, to exec path with args.
-func trampoline(t *testing.T, path string, args ...string) (out string, execErr, waitErr error) {
+func trampoline(t *testing.T, via, mode, path string, args ...string) (out string, execErr, waitErr error) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -38,7 +46,7 @@ func trampoline(t *testing.T, path string, args ...string) (out string, execErr,
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command(self, append([]string{ExecCommand, trampolineMode(false, true), "3", path}, args...)...)
+	cmd := exec.Command(self, append([]string{via, mode, "3", path}, args...)...)
 	cmd.Env = append(os.Environ(), "TORI_CLONE3_PROBE=1")
 	cmd.ExtraFiles = []*os.File{w}
 	var b strings.Builder
@@ -68,12 +76,37 @@ func TestTrampolineClosesClone3(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), unix.EINVAL.Error()) {
 		t.Skipf("clone3 is not open to this test (%q, %v): nothing to close", b, err)
 	}
-	out, execErr, waitErr := trampoline(t, self, "probe")
-	if execErr != nil || waitErr != nil {
-		t.Fatalf("trampoline: exec %v, wait %v (output %q)", execErr, waitErr, out)
+	for _, via := range trampolines {
+		out, execErr, waitErr := trampoline(t, via, trampolineMode(false, true), self, "probe")
+		if execErr != nil || waitErr != nil {
+			t.Fatalf("%s: exec %v, wait %v (output %q)", via, execErr, waitErr, out)
+		}
+		if want := "clone3: " + unix.ENOSYS.Error(); !strings.Contains(out, want) {
+			t.Errorf("through %s the service says %q, want %q", via, strings.TrimSpace(out), want)
+		}
 	}
-	if want := "clone3: " + unix.ENOSYS.Error(); !strings.Contains(out, want) {
-		t.Errorf("through the trampoline the service says %q, want %q", strings.TrimSpace(out), want)
+}
+
+// TestTrampolineListenPid: with listen-pid (a service given sockets) the
+// service sees LISTEN_PID = its own pid, and clone3 stays open to it unless
+// no-clone3 is asked for too.
+func TestTrampolineListenPid(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, via := range trampolines {
+		out, execErr, waitErr := trampoline(t, via, trampolineMode(true, false), self, "probe")
+		if execErr != nil || waitErr != nil {
+			t.Fatalf("%s: exec %v, wait %v (output %q)", via, execErr, waitErr, out)
+		}
+		m := regexp.MustCompile(`pid (\d+) LISTEN_PID=(\d*)`).FindStringSubmatch(out)
+		if m == nil || m[1] != m[2] {
+			t.Errorf("%s: output %q, want LISTEN_PID = the service's pid", via, out)
+		}
+		if strings.Contains(out, unix.ENOSYS.Error()) {
+			t.Errorf("%s: clone3 closed without no-clone3: %q", via, out)
+		}
 	}
 }
 
@@ -81,13 +114,15 @@ func TestTrampolineClosesClone3(t *testing.T) {
 // the status pipe with its errno (the init's start then fails, as a plain
 // fork/exec would), and the trampoline exits 127.
 func TestTrampolineExecError(t *testing.T) {
-	_, execErr, waitErr := trampoline(t, "/nonexistent/tori-service", "x")
-	if !errors.Is(execErr, unix.ENOENT) {
-		t.Errorf("status = %v, want ENOENT", execErr)
-	}
-	var ee *exec.ExitError
-	if !errors.As(waitErr, &ee) || ee.ExitCode() != 127 {
-		t.Errorf("trampoline ended with %v, want exit 127", waitErr)
+	for _, via := range trampolines {
+		_, execErr, waitErr := trampoline(t, via, trampolineMode(true, true), "/nonexistent/tori-service", "x")
+		if !errors.Is(execErr, unix.ENOENT) {
+			t.Errorf("%s: status = %v, want ENOENT", via, execErr)
+		}
+		var ee *exec.ExitError
+		if !errors.As(waitErr, &ee) || ee.ExitCode() != 127 {
+			t.Errorf("%s ended with %v, want exit 127", via, waitErr)
+		}
 	}
 }
 

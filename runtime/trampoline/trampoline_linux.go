@@ -2,5 +2,5 @@
 
 package trampoline
 
-// #cgo CFLAGS: -Wall -Werror -std=gnu99
+// #cgo CFLAGS: -Wall -std=gnu99
 import "C"

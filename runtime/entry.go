@@ -24,8 +24,10 @@ import (
 //     up a container's namespaces, mounts and cgroups, then execs the
 //     container's process;
 //   - InitCommand: that process, tori-run's init, PID 1 of a capsule;
-//   - ExecCommand: the init's trampoline to a service on cgroup v2 hosts,
-//     which closes clone3 before it execs the service (trampoline.go).
+//   - ExecCommand: the init's trampoline to a service, which sets
+//     LISTEN_PID and on cgroup v2 hosts closes clone3 before it execs the
+//     service (trampoline.go; the C constructor of runtime/trampoline does
+//     it before Go when built with cgo).
 //
 // Tests that start capsules call it too, since there the test binary is
 // /proc/self/exe.

@@ -330,7 +330,19 @@ func (i *Instance) createCgroups() error {
 		}
 		res = res.Override(over)
 	}
-	g, unenforced, err := cgroups.Create(i.host, "", i.cgroupName(), toCgroupResources(res))
+	// Another instance's teardown removes the shared tori/ parent when it
+	// looks empty; if that happens between our making it and making our
+	// group in it, the parent is gone (ENOENT): make both again. Once our
+	// group exists, the parent cannot be removed.
+	var g *cgroups.Group
+	var unenforced []string
+	var err error
+	for try := 0; ; try++ {
+		g, unenforced, err = cgroups.Create(i.host, "", i.cgroupName(), toCgroupResources(res))
+		if err == nil || try == 4 || !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("capsule cgroup: %w", err)
 	}

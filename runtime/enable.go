@@ -44,14 +44,23 @@ func Enable(root, ref string) (string, string, error) {
 	return rel.Name, rel.Digest, nil
 }
 
-// Disable stops the daemon from running a capsule; its release is no
-// longer kept by the reference.
+// Disable stops the daemon from running a capsule; its releases are no
+// longer kept by its references: neither the current one nor the previous
+// stable one (rollback's target, refs/<name>/previous), so that gc can
+// remove them.
 func Disable(root, name string) error {
 	err := os.Remove(currentRef(root, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("capsule %q is not enabled", name)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(previousRef(root, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	_ = os.Remove(filepath.Dir(currentRef(root, name))) // only if empty
+	return nil
 }
 
 // Enabled returns the enabled capsules: name -> release digest.

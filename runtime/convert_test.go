@@ -160,7 +160,7 @@ services:
 	// for a Manifest built by hand too).
 	bare := &specs.Manifest{Name: "y", Env: []specs.EnvVar{{Name: "TORI_SERVICE", Value: "forged"}, {Name: "TORI_CAPSULE", Value: "forged"}}}
 	got := serviceEnv(bare, &specs.Service{Name: "s", Env: []specs.EnvVar{{Name: "TORI_RELEASE", Value: "forged"}}}, "y-2", "")
-	want := []string{"HOME=/root", "PATH=" + capsulePath, "TORI_BUILD_SHA=", "TORI_CAPSULE=y", "TORI_RELEASE=y-2", "TORI_SERVICE=s",
+	want := []string{"HOME=/root", "PATH=" + capsulePath, "TORI_BUILD_SHA=none", "TORI_CAPSULE=y", "TORI_RELEASE=y-2", "TORI_SERVICE=s",
 		"TORI_STATE_SOCKET=/run/tori/state.sock"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("tori-run's variables:\ngot  %q\nwant %q", got, want)

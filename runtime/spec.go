@@ -212,7 +212,7 @@ func serviceEnv(m *specs.Manifest, s *specs.Service, release, buildSHA string) [
 	}
 	env["TORI_CAPSULE"] = m.Name
 	env["TORI_RELEASE"] = release
-	env["TORI_BUILD_SHA"] = buildSHA
+	env["TORI_BUILD_SHA"] = ShowBuildSHA(buildSHA) // "none" when the release records none, never ""
 	env["TORI_SERVICE"] = s.Name
 	env["TORI_STATE_SOCKET"] = capsuleStateSocket
 	out := make([]string, 0, len(env))

@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -408,41 +409,9 @@ func (i *Instance) startContainer() error {
 	if err != nil {
 		return fmt.Errorf("container config: %w", err)
 	}
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
-	if err != nil {
-		return fmt.Errorf("init socket: %w", err)
-	}
-	i.listener = l
-	lf, err := l.File()
-	if err != nil {
+	if err := i.runInit(spec, cfg); err != nil {
 		return err
 	}
-	defer lf.Close()
-	// The init outlives this tori-run when it dies (that is the point), so
-	// it must not hold tori-run's own stderr, which may be a pipe someone
-	// waits on: its few lines go to a file of the instance.
-	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer initLog.Close()
-	c, err := libcontainer.Create(i.opts.containerRoot(), i.ID, cfg)
-	if err != nil {
-		return fmt.Errorf("creating container %s: %w", i.ID, err)
-	}
-	i.container = c
-	p := &libcontainer.Process{
-		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
-		NoNewPrivileges: &spec.Process.NoNewPrivileges,
-		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
-			Permitted: spec.Process.Capabilities.Permitted},
-		ExtraFiles: []*os.File{lf},
-		Stdout:     initLog, Stderr: initLog,
-	}
-	if err := c.Run(p); err != nil {
-		return fmt.Errorf("starting the capsule's init: %w", err)
-	}
-	i.initProc = p
 	if i.host.Mode != cgroups.Unified {
 		// v1 has no "no internal processes" rule: the init stays in the
 		// capsule's cgroup, and a move (which costs an RCU grace period on
@@ -458,7 +427,7 @@ func (i *Instance) startContainer() error {
 		return fmt.Errorf("init cgroup: %w", err)
 	}
 	i.initGroup = ig
-	pid, err := p.Pid()
+	pid, err := i.initProc.Pid()
 	if err != nil {
 		return err
 	}
@@ -718,4 +687,47 @@ func toCgroupResources(r specs.Resources) cgroups.Resources {
 		out.AllowedCPUs = r.AllowedCPUs.String()
 	}
 	return out
+}
+
+// runInit creates the container from cfg and starts its process, tori-run's
+// init, with the listening end of the init's socket as its fd 3 (initFD).
+// Both the root and the rootless start go through here.
+func (i *Instance) runInit(spec *rspec.Spec, cfg *configs.Config) error {
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("init socket: %w", err)
+	}
+	i.listener = l
+	lf, err := l.File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	// The init outlives this tori-run when it dies (that is the point), so
+	// it must not hold tori-run's own stderr, which may be a pipe someone
+	// waits on: its few lines go to a file of the instance.
+	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer initLog.Close()
+	c, err := libcontainer.Create(i.opts.containerRoot(), i.ID, cfg)
+	if err != nil {
+		return fmt.Errorf("creating container %s: %w", i.ID, err)
+	}
+	i.container = c
+	p := &libcontainer.Process{
+		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
+		NoNewPrivileges: &spec.Process.NoNewPrivileges,
+		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
+			Permitted: spec.Process.Capabilities.Permitted},
+		ExtraFiles: []*os.File{lf},
+		Stdout:     initLog, Stderr: initLog,
+	}
+	if err := c.Run(p); err != nil {
+		b, _ := os.ReadFile(filepath.Join(i.paths.Run, "init.log"))
+		return fmt.Errorf("starting the capsule's init: %w %s", err, strings.TrimSpace(string(b)))
+	}
+	i.initProc = p
+	return nil
 }

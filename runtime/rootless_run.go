@@ -6,15 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	lcgroups "github.com/opencontainers/cgroups"
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -96,40 +92,7 @@ func (i *Instance) startRootlessContainer(appDir string) error {
 		// RootlessCgroups would drop it silently: refuse.
 		return fmt.Errorf("rootless container %s: a cgroup limit reached libcontainer, which would ignore it", i.ID)
 	}
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
-	if err != nil {
-		return fmt.Errorf("init socket: %w", err)
-	}
-	i.listener = l
-	lf, err := l.File()
-	if err != nil {
-		return err
-	}
-	defer lf.Close()
-	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer initLog.Close()
-	c, err := libcontainer.Create(i.opts.containerRoot(), i.ID, cfg)
-	if err != nil {
-		return fmt.Errorf("creating container %s: %w", i.ID, err)
-	}
-	i.container = c
-	p := &libcontainer.Process{
-		Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true,
-		NoNewPrivileges: &spec.Process.NoNewPrivileges,
-		Capabilities: &configs.Capabilities{Bounding: spec.Process.Capabilities.Bounding, Effective: spec.Process.Capabilities.Effective,
-			Permitted: spec.Process.Capabilities.Permitted},
-		ExtraFiles: []*os.File{lf},
-		Stdout:     initLog, Stderr: initLog,
-	}
-	if err := c.Run(p); err != nil {
-		b, _ := os.ReadFile(filepath.Join(i.paths.Run, "init.log"))
-		return fmt.Errorf("starting the capsule's init without root: %w %s", err, strings.TrimSpace(string(b)))
-	}
-	i.initProc = p
-	return nil
+	return i.runInit(spec, cfg)
 }
 
 // hasLimits reports whether libcontainer was given any resource limit.

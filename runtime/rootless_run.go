@@ -36,8 +36,8 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 		}
 	}
 	m := t.Manifest
-	if len(t.Layers) > 0 {
-		return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
+	if err := rootlessRefusal(t); err != nil {
+		return nil, err
 	}
 	id := newID(m.Name)
 	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o}
@@ -139,3 +139,17 @@ func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, with
 }
 
 var errNoCgroup = errors.New("no cgroup: a capsule run without root has none")
+
+// rootlessRefusal names what a capsule asks for that a run without root and
+// without cgroups does not give yet, before anything is made: never run it
+// without that silently.
+func rootlessRefusal(t *Target) error {
+	m := t.Manifest
+	if len(t.Layers) > 0 {
+		return fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
+	}
+	if len(m.Sockets) > 0 {
+		return fmt.Errorf("%s: sockets: %s: listening sockets held by tori-run need root for now (or a delegated cgroup v2 subtree); run as root, or let the service listen itself", m.Source, m.Sockets[0].Name)
+	}
+	return nil
+}

@@ -204,6 +204,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		if len(t.Layers) > 0 {
 			return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now; use layers: [host]", m.Source, m.Layers)
 		}
+		if err := rootlessUserMapped(t); err != nil {
+			return nil, err
+		}
 		o.AppInCapsule, o.rootless = true, true
 	}
 	id := newID(m.Name)

@@ -102,7 +102,8 @@ func hasLimits(r *lcgroups.Resources) bool {
 }
 
 // rootlessSpec turns a capsule's spec into one a user can run: a user
-// namespace mapping the user to root, /sys bound from the host (sysfs
+// namespace mapping the user to root (and its subuid/subgid ranges, when it
+// has them, to the ids after it), /sys bound from the host (sysfs
 // cannot be mounted without a network namespace of one's own), no uid=/gid=
 // mount options, and /app as an overlay mounted inside the capsule rather
 // than bound from the host. Without cgroups (no limits), no cgroup
@@ -112,8 +113,8 @@ func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, with
 	s.Linux.Namespaces = append(slices.DeleteFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool {
 		return n.Type == rspec.UserNamespace || (n.Type == rspec.CgroupNamespace && !withCgroups)
 	}), rspec.LinuxNamespace{Type: rspec.UserNamespace})
-	s.Linux.UIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}}
-	s.Linux.GIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}}
+	ids := rootlessIDMaps() // rootless.go: the user as root, and its subordinate ranges
+	s.Linux.UIDMappings, s.Linux.GIDMappings = ids.uids, ids.gids
 	s.Linux.Resources = nil // tori-run's cgroups package writes the limits, never libcontainer
 	if !withCgroups {
 		s.Linux.CgroupsPath = ""
@@ -145,11 +146,32 @@ var errNoCgroup = errors.New("no cgroup: a capsule run without root has none")
 // without that silently.
 func rootlessRefusal(t *Target) error {
 	m := t.Manifest
+	if err := rootlessUserMapped(t); err != nil {
+		return err
+	}
 	if len(t.Layers) > 0 {
 		return fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
 	}
 	if len(m.Sockets) > 0 {
 		return fmt.Errorf("%s: sockets: %s: listening sockets held by tori-run need root for now (or a delegated cgroup v2 subtree); run as root, or let the service listen itself", m.Source, m.Sockets[0].Name)
+	}
+	return nil
+}
+
+// rootlessUserMapped refuses a capsule whose user: has no id in the user
+// namespace a capsule run without root gets (rootlessIDMaps).
+func rootlessUserMapped(t *Target) error {
+	m := t.Manifest
+	if m.User == "" {
+		return nil
+	}
+	uid, gid, err := resolveUser(m, t.Layers)
+	if err != nil {
+		return err
+	}
+	if ids := rootlessIDMaps(); !ids.maps(uid, gid) {
+		return fmt.Errorf("%s: user: %s (uid %d, gid %d) is not mapped in the capsule's user namespace: %s; give your user subordinate ids (%s), or run the capsule as root inside (no user:)",
+			m.Source, m.User, uid, gid, ids.describe(), ids.hint)
 	}
 	return nil
 }

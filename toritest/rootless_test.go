@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/toritest"
@@ -37,7 +38,7 @@ func TestRootless(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	cmd.Dir = dir
 	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=1", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	out, err := cmd.CombinedOutput()
+	out, err := childOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootless") {
 		t.Fatalf("as uid %d: %v\n%s", uid, err, out)
 	}
@@ -62,6 +63,14 @@ func rootlessChild(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("app", "scratch")); err == nil {
 		t.Fatal("a write to /app reached the app folder: no scratch layer")
+	}
+	// Without subordinate ids only the user is mapped, and validate --host
+	// says so; a capsule that runs as another user is refused.
+	if f := subidsFinding(t); !strings.Contains(f.Message, "no other id") {
+		t.Errorf("validate --host says %+v; want the single mapping", f)
+	}
+	if msg, _ := startFailing(t, "app1000"); !strings.Contains(msg, "is not mapped") || !strings.Contains(msg, "usermod --add-subuids") {
+		t.Errorf("user: 1000 without subordinate ids: %s; want a refusal naming the mapping and usermod", msg)
 	}
 	msg, _ := startFailing(t, "app", toritest.WithLimits("MemoryMax=64M"))
 	for _, want := range []string{"MemoryMax", "memory controller", "cgroup v2 subtree delegated to uid", "Delegate=", "chown"} {
@@ -126,7 +135,7 @@ func TestRootlessDelegatedLimits(t *testing.T) {
 	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=2", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid},
 		UseCgroupFD: true, CgroupFD: int(cg.Fd())} // born in the delegated subtree
-	out, err := cmd.CombinedOutput()
+	out, err := childOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootlessDelegatedLimits") {
 		t.Fatalf("as uid %d in %s: %v\n%s", uid, sub, err, out)
 	}
@@ -192,6 +201,13 @@ func rootlessFiles(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	copyFile(t, "testdata/hello/capsule.yml", filepath.Join(dir, "app", "capsule.yml"), 0o644)
+	yml := "name: subids\nversion: \"1.0.0\"\nuser: \"1000:1000\"\nservices:\n  hello:\n    command: sleep 3600\n"
+	if err := os.MkdirAll(filepath.Join(dir, "app1000"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app1000", "capsule.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Short: the capsules' Unix sockets live beneath it.
 	tmp, err := os.MkdirTemp("/tmp", "trl")
 	if err != nil {
@@ -215,5 +231,122 @@ func removeCgroupTree(t *testing.T, dir string) {
 	}
 	if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup left: %s: %v", dir, err)
+	}
+}
+
+// As a user that /etc/subuid and /etc/subgid give a range (made for the
+// test, removed after it), a capsule runs its service as uid 1000 inside,
+// which is the range's start + 999 on the host: the ranges are mapped
+// through newuidmap/newgidmap after the user itself (root inside).
+// validate --host's rootless/subids says so.
+func TestRootlessSubIDs(t *testing.T) {
+	if os.Getenv("TORITEST_ROOTLESS_CHILD") == "3" {
+		subIDChild(t)
+		return
+	}
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("makes a user with subordinate ids: needs root, and not under -short")
+	}
+	for _, tool := range []string{"useradd", "usermod", "userdel", "newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (packages passwd, uidmap)", tool)
+		}
+	}
+	t.Parallel()
+	name := fmt.Sprintf("trsub%d", os.Getpid()%1000000)
+	start := 300000000 + (os.Getpid()%10000)*65536
+	ids := fmt.Sprintf("%d-%d", start, start+65535)
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v: %s", name, err, out)
+		}
+		for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+			if b, _ := os.ReadFile(f); strings.Contains(string(b), name+":") {
+				t.Errorf("%s still lists %s", f, name)
+			}
+		}
+	})
+	if out, err := exec.Command("usermod", "--add-subuids", ids, "--add-subgids", ids, name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod --add-subuids %s %s: %v: %s", ids, name, err, out)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir, tmp := rootlessFiles(t)
+	cmd := exec.Command(filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootlessSubIDs$", "-test.v", "-test.count=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Dir = dir
+	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=3", "TORITEST_SUBID_START=" + strconv.Itoa(start),
+		"TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	out, err := childOutput(cmd)
+	t.Logf("the child as %s:\n%s", name, out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootlessSubIDs") {
+		t.Fatalf("as %s (uid %d, subids %s): %v\n%s", name, uid, ids, err, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "toritest-*", "*")); len(left) > 0 {
+		t.Errorf("left behind by the rootless capsules: %v", left)
+	}
+}
+
+func subIDChild(t *testing.T) {
+	start, _ := strconv.Atoi(os.Getenv("TORITEST_SUBID_START"))
+	c := toritest.Start(t, "app1000")
+	pid, err := c.Pid("hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strconv.Itoa(start + 999)
+	for _, l := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(l); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") && (f[1] != want || f[2] != want) {
+			t.Errorf("the service (uid 1000 in the capsule) on the host: %q; want %s, the subordinate range's start + 999", l, want)
+		}
+	}
+	m, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(m)); len(f) != 6 || f[0] != "0" || f[1] != strconv.Itoa(os.Geteuid()) || f[2] != "1" ||
+		f[3] != "1" || f[4] != strconv.Itoa(start) || f[5] != "65536" {
+		t.Errorf("the capsule's uid_map: %q; want 0 %d 1, then 1 %d 65536", m, os.Geteuid(), start)
+	}
+	if f := subidsFinding(t); !strings.Contains(f.Message, "newuidmap") || !strings.Contains(f.Message, strconv.Itoa(start)) {
+		t.Errorf("validate --host says %+v; want the range through newuidmap", f)
+	}
+}
+
+// subidsFinding is validate --host's rootless/subids finding.
+func subidsFinding(t *testing.T) runtime.Finding {
+	t.Helper()
+	for _, f := range runtime.CheckHost(runtime.HostOptions{}) {
+		if f.Check == "rootless/subids" {
+			return f
+		}
+	}
+	t.Fatal("validate --host has no rootless/subids finding")
+	return runtime.Finding{}
+}
+
+// childOutput runs cmd (a copy of the test binary) for its output. A copy
+// just written may be held open for writing by a fork of another test's
+// copy, until that child's exec closes it: ETXTBSY is then tried again.
+func childOutput(cmd *exec.Cmd) ([]byte, error) {
+	for try := 0; ; try++ {
+		c := exec.Command(cmd.Path, cmd.Args[1:]...)
+		c.Dir, c.Env, c.SysProcAttr = cmd.Dir, cmd.Env, cmd.SysProcAttr
+		out, err := c.CombinedOutput()
+		if !errors.Is(err, syscall.ETXTBSY) || try == 50 {
+			return out, err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -588,29 +587,8 @@ func SweepStale(ctx context.Context, o Options, owners ...string) error {
 	if len(owners) == 0 {
 		owners = []string{OwnerRun}
 	}
-	dirs, err := filepath.Glob(filepath.Join(o.Root, "instances", "*"))
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, dir := range dirs {
-		if rec, err := readRecord(dir); err == nil && !slices.Contains(owners, rec.Owner) {
-			continue
-		}
-		lock := flock.New(filepath.Join(dir, "lock"))
-		ok, err := lock.TryLock()
-		if err != nil || !ok {
-			continue // alive, or not ours to judge
-		}
-		err = sweepOne(dir, o)
-		_ = lock.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stale instance %s: %w", filepath.Base(dir), err))
-		} else {
-			o.Log.Info().Str("instance", filepath.Base(dir)).Msg("cleaned up an instance left by a tori-run that ended")
-		}
-	}
-	return errors.Join(errs...)
+	_, err := sweepStale(ctx, o, owners, false) // sweep.go
+	return err
 }
 
 func readRecord(dir string) (*instanceRecord, error) {

@@ -27,6 +27,12 @@ import (
 // ends that process only; what it started is killed with the capsule (the
 // end of its PID namespace). Services cannot use the state proxy (it knows
 // callers by their cgroup); the host's admin socket works.
+//
+// Listening sockets (sockets:) work as with root: tori-run opens them on
+// the host as the user (a tcp port below net.ipv4.ip_unprivileged_port_start
+// is refused by the kernel, named in the error), hands them to the init
+// over its socket (SCM_RIGHTS: no cgroup involved), and a unix socket's
+// file is bound into the capsule.
 
 // createRootless is Create for a user who is not root.
 func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
@@ -61,10 +67,16 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 	if err := i.createDirs(); err != nil {
 		return i, err
 	}
+	if err := i.openSockets(); err != nil {
+		return i, err
+	}
 	if err := i.startState(); err != nil {
 		return i, err
 	}
 	if err := i.startRootlessContainer(t.AppDir); err != nil {
+		return i, err
+	}
+	if err := i.holdSockets(); err != nil {
 		return i, err
 	}
 	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
@@ -75,7 +87,7 @@ func (i *Instance) startRootlessContainer(appDir string) error {
 	spec, err := buildSpec(specInput{
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State, Binary: i.opts.Binary, Env: []string{"PATH=" + capsulePath},
-		AppSource: i.confine.appSource, Volumes: i.confine.volumes,
+		AppSource: i.confine.appSource, Volumes: i.confine.volumes, SocketMounts: i.sockets.mounts(),
 	})
 	if err != nil {
 		return err
@@ -142,7 +154,7 @@ func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, with
 var errNoCgroup = errors.New("no cgroup: a capsule run without root has none")
 
 // rootlessRefusal names what a capsule asks for that a run without root and
-// without cgroups does not give yet, before anything is made: never run it
+// without cgroups does not give, before anything is made: never run it
 // without that silently.
 func rootlessRefusal(t *Target) error {
 	m := t.Manifest
@@ -151,9 +163,6 @@ func rootlessRefusal(t *Target) error {
 	}
 	if len(t.Layers) > 0 {
 		return fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
-	}
-	if len(m.Sockets) > 0 {
-		return fmt.Errorf("%s: sockets: %s: listening sockets held by tori-run need root for now (or a delegated cgroup v2 subtree); run as root, or let the service listen itself", m.Source, m.Sockets[0].Name)
 	}
 	return nil
 }

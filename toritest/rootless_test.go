@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +73,33 @@ func rootlessChild(t *testing.T) {
 	}
 	if msg, _ := startFailing(t, "app1000"); !strings.Contains(msg, "is not mapped") || !strings.Contains(msg, "usermod --add-subuids") {
 		t.Errorf("user: 1000 without subordinate ids: %s; want a refusal naming the mapping and usermod", msg)
+	}
+	// Listening sockets need no cgroup: held by tori-run, handed to the
+	// service as LISTEN_FDS, a unix one bound into the capsule.
+	sc := toritest.Start(t, "appsock")
+	pid, err := sc.Pid("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := strings.Split(string(env), "\x00"); !slices.Contains(e, "LISTEN_FDS=2") || !slices.Contains(e, "LISTEN_FDNAMES=http:ctl") {
+		t.Errorf("the service's environment: %q; want LISTEN_FDS=2, LISTEN_FDNAMES=http:ctl", e)
+	}
+	for _, fd := range []int{3, 4} {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err != nil || !strings.HasPrefix(l, "socket:") {
+			t.Errorf("the service's fd %d: %q, %v; want a socket", fd, l, err)
+		}
+	}
+	if conn, err := net.Dial("tcp", sc.Sockets()["http"]); err != nil {
+		t.Errorf("dialling the held tcp socket %s: %v", sc.Sockets()["http"], err)
+	} else {
+		conn.Close()
+	}
+	if out, err := sc.Exec("web", "sh", "-c", "test -S /run/ctl.sock && echo bound"); err != nil || strings.TrimSpace(string(out)) != "bound" {
+		t.Errorf("the unix socket inside the capsule: %q, %v", out, err)
 	}
 	msg, _ := startFailing(t, "app", toritest.WithLimits("MemoryMax=64M"))
 	for _, want := range []string{"MemoryMax", "memory controller", "cgroup v2 subtree delegated to uid", "Delegate=", "chown"} {
@@ -206,6 +235,14 @@ func rootlessFiles(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "app1000", "capsule.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yml = "name: sock\nversion: \"1.0.0\"\nsockets:\n  http: { listen: \"tcp://127.0.0.1:0\" }\n  ctl: { listen: \"unix:///run/ctl.sock\" }\n" +
+		"services:\n  web:\n    command: sleep 3600\n"
+	if err := os.MkdirAll(filepath.Join(dir, "appsock"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "appsock", "capsule.yml"), []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Short: the capsules' Unix sockets live beneath it.

@@ -152,6 +152,12 @@ func (c *Capsule) Exec(service string, argv ...string) ([]byte, error) {
 // the service restarts).
 func (c *Capsule) Pid(service string) (int, error) { return c.h.Pid(service) }
 
+// Sockets are the capsule's listening sockets (sockets: in its manifest),
+// held by the runtime for the capsule's life: their addresses by name, a
+// tcp port 0 showing the port the kernel chose, a unix socket its path on
+// the host.
+func (c *Capsule) Sockets() map[string]string { return c.h.Sockets() }
+
 // Dir is where this Start keeps the capsule's root, run and state folders;
 // removed at cleanup.
 func (c *Capsule) Dir() string { return c.dir }

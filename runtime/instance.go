@@ -155,6 +155,8 @@ type Instance struct {
 	// when this instance opened them (no Options.Shared).
 	sockets    *Listeners
 	ownSockets bool
+	// rootLayers: without root, the rootfs layers the capsule mounts itself.
+	rootLayers []string
 	// heldFiles, heldNames: the sockets the init handed back at adopt.
 	heldFiles []*os.File
 	heldNames []string
@@ -201,7 +203,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		// Limits in the user's delegated cgroup v2 subtree: the path below,
 		// in a user namespace.
 		if len(t.Layers) > 0 {
-			return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now; use layers: [host]", m.Source, m.Layers)
+			if err := rootlessOverlay(kernelRelease()); err != nil { // rootless_run.go
+				return nil, fmt.Errorf("%s: layers %v: %w", m.Source, m.Layers, err)
+			}
 		}
 		if err := rootlessUserMapped(t); err != nil {
 			return nil, err
@@ -243,7 +247,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
-	if err := i.mountRoot(t.Layers); err != nil {
+	if o.rootless { // the root's overlay is mounted inside the capsule (rootless_run.go)
+		i.rootLayers = t.Layers
+	} else if err := i.mountRoot(t.Layers); err != nil {
 		return i, err
 	}
 	if o.AppInCapsule { // harness.go: the overlay ends with the capsule
@@ -402,7 +408,7 @@ func (i *Instance) startContainer() error {
 		appInCapsule(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work)
 	}
 	if i.opts.rootless { // rootless_run.go; the cgroups stay: they hold the limits
-		if err := rootlessSpec(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work, true); err != nil {
+		if err := rootlessSpec(spec, i.rootlessMounts(i.appLower, i.rootLayers), true); err != nil {
 			return err
 		}
 	}

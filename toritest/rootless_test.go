@@ -1,6 +1,7 @@
 package toritest_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/toritest"
 )
 
@@ -36,10 +38,18 @@ func TestRootless(t *testing.T) {
 		gid, _ = strconv.Atoi(u.Gid)
 	}
 	dir, tmp := rootlessFiles(t)
+	layerRoot, digests := rootfsLayers(t)
+	yml := "name: layered\nversion: \"1.0.0\"\nlayers: [" + strings.Join(digests, ", ") + "]\nservices:\n  sh:\n    command: /bin/sh -c 'exec sleep 3600'\n"
+	if err := os.MkdirAll(filepath.Join(dir, "applayer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "applayer", "capsule.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(filepath.Join(dir, "toritest.test"), "-test.run", "^TestRootless$", "-test.v", "-test.count=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	cmd.Dir = dir
-	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=1", "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = []string{"TORITEST_ROOTLESS_CHILD=1", "TORITEST_LAYER_ROOT=" + layerRoot, "TMPDIR=" + tmp, "HOME=" + tmp, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	out, err := childOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestRootless") {
 		t.Fatalf("as uid %d: %v\n%s", uid, err, out)
@@ -73,6 +83,13 @@ func rootlessChild(t *testing.T) {
 	}
 	if msg, _ := startFailing(t, "app1000"); !strings.Contains(msg, "is not mapped") || !strings.Contains(msg, "usermod --add-subuids") {
 		t.Errorf("user: 1000 without subordinate ids: %s; want a refusal naming the mapping and usermod", msg)
+	}
+	// Rootfs layers: mounted inside the capsule's user namespace (OverlayFS
+	// there: Linux 5.11+), the root read-only as with root.
+	lc := toritest.Start(t, "applayer", toritest.WithRoot(os.Getenv("TORITEST_LAYER_ROOT")))
+	out, err = lc.Exec("sh", "/bin/sh", "-c", "cat /layer-marker /bin/top-file; test -x /bin/busybox && echo base-bin; touch /bin/x 2>/dev/null || echo ro; test -e /usr/bin || echo no-host-usr")
+	if want := "from the top layer\ntop\nbase-bin\nro\nno-host-usr\n"; err != nil || string(out) != want {
+		t.Errorf("in a capsule on a rootfs layer without root: %q, %v; want %q: the layer's files, read-only, and no host /usr", out, err, want)
 	}
 	// Listening sockets need no cgroup: held by tori-run, handed to the
 	// service as LISTEN_FDS, a unix one bound into the capsule.
@@ -386,4 +403,69 @@ func childOutput(cmd *exec.Cmd) ([]byte, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// rootfsLayers installs two rootfs layers into a root any user can read,
+// and returns the root and their digests, top first: a base (a static
+// busybox, and the loader and libraries of this test binary, which is the
+// capsules' init) and a top one over it (a file in /bin, and a file that
+// hides the base's).
+func rootfsLayers(t *testing.T) (string, []string) {
+	t.Helper()
+	base, top := t.TempDir(), t.TempDir()
+	files := []string{"/bin/busybox"}
+	ldd, err := exec.Command("ldd", os.Args[0]).Output()
+	if err != nil {
+		t.Skipf("ldd %s: %v", os.Args[0], err)
+	}
+	for _, f := range strings.Fields(string(ldd)) {
+		if strings.HasPrefix(f, "/") {
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		if err := os.MkdirAll(filepath.Join(base, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, f, filepath.Join(base, f), 0o755)
+	}
+	for _, applet := range []string{"sh", "cat", "test", "sleep", "touch"} {
+		if err := os.Symlink("busybox", filepath.Join(base, "bin", applet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(top, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for path, text := range map[string]string{filepath.Join(base, "layer-marker"): "from the base layer\n",
+		filepath.Join(top, "layer-marker"): "from the top layer\n", filepath.Join(top, "bin", "top-file"): "top\n"} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	store, err := release.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digests []string
+	for _, l := range []string{top, base} {
+		if err := os.WriteFile(filepath.Join(l, "capsule.yml"), []byte("name: layer\nversion: \"1.0.0\"\nservices:\n  none: { command: /bin/sh }\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res, err := release.Build(context.Background(), release.BuildOptions{FromDir: l, Manifest: filepath.Join(l, "capsule.yml"), OutputDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.Install(context.Background(), res.Path); err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, res.Digest)
+	}
+	for _, d := range []string{filepath.Dir(root), root} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root, digests
 }

@@ -108,6 +108,10 @@ type Options struct {
 	// namespace instead of on the host, so that it ends with the capsule
 	// even when no tori-run is left to unmount it (toritest).
 	AppInCapsule bool
+	// ProbeCacheDir is where the cgroup probes' answers are kept between
+	// starts ("" = RunDir); a harness whose every start has a run dir of
+	// its own shares one (harness.go).
+	ProbeCacheDir string
 	// WithoutLimits runs, as a user who is not root, a capsule whose limits
 	// that user cannot get, without them, and says so at every start.
 	WithoutLimits bool
@@ -222,7 +226,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = detectCgroups(o.RunDir); err != nil {
+	if i.host, err = detectCgroups(o.probeCacheDir()); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	if err := cgroups.EnsureDelegation(i.host); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"strconv"
 
 	"github.com/gofrs/flock"
@@ -25,7 +26,9 @@ import (
 //
 //   - an instance of a tori-run that ended: Root/instances/ID, its lock free;
 //     its record names its container state (in the run dir) and its cgroup.
-//   - a test process's folder of package toritest, HarnessBase()/pPID-*,
+//   - a test process's folder of package toritest, HarnessBase()/pPID-*
+//     (beside its caches: HarnessBase()/cache, a release store, and the
+//     cgroup probes' answers, which stay),
 //     its flock free; each of its Starts is a root, run dir and state root
 //     of its own (HarnessRoot, HarnessRun, HarnessState), swept as above,
 //     then the folder goes.
@@ -124,8 +127,8 @@ func SweepHarness(ctx context.Context, base string, log zerolog.Logger, dry bool
 	var errs []error
 	for _, e := range entries {
 		dir := filepath.Join(base, e.Name())
-		if !e.IsDir() {
-			continue
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "p") {
+			continue // a process folder is pPID-*; the archive cache and the probe cache stay
 		}
 		fd, err := LockFolder(dir)
 		if err != nil {

@@ -33,7 +33,8 @@ type Capsule struct {
 }
 
 // Start runs the capsule ref — an app folder (or its capsule.yml), a
-// capsule archive (installed into this Start's own root first), or the name
+// capsule archive (installed once per test process and file into a release
+// store shared by this user's Starts, $TMPDIR/toritest-UID/cache), or the name
 // or digest of a release installed under WithRoot's root — and returns once
 // every service is ready by the capsule's own readiness: sd_notify READY=1,
 // its exec/http/tcp ready probe, or for a service without one, once it is
@@ -78,8 +79,12 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 		Options: runtime.Options{
 			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
 			Slice: cfg.slice, Log: log, AppInCapsule: true,
+			// The cgroup probes' answers, shared by every Start of this
+			// user (keyed by boot, cgroup mounts and our cgroup): a fresh
+			// run dir per Start would probe again each time (~3 ms).
+			ProbeCacheDir: baseDir(),
 		},
-		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, AllowVolumes: cfg.allow, Limits: cfg.limits, DieWithHost: true,
+		SourceRoot: cfg.root, ArchiveCache: filepath.Join(baseDir(), "cache"), Env: cfg.env, Volumes: cfg.volumes, AllowVolumes: cfg.allow, Limits: cfg.limits, DieWithHost: true,
 		UnfilteredWithoutSeccomp: true,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)

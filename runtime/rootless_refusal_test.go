@@ -3,8 +3,13 @@
 package runtime
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/specs"
 )
@@ -38,5 +43,31 @@ func TestRootlessRefusal(t *testing.T) {
 		if err := rootlessOverlay(k); err != nil {
 			t.Errorf("rootfs layers on Linux %s: %v", k, err)
 		}
+	}
+}
+
+// The subordinate ranges of a user follow it in the capsule: ids 1.. in
+// file order, by name or uid, a range holding the user's own id left out
+// (the kernel refuses overlapping ranges).
+func TestSubIDRanges(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "subuid")
+	if err := os.WriteFile(f, []byte("other:100000:65536\nalice:200000:1000\n1001:300000:10\nalice:1001:5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, why := subIDRanges(f, "alice", 1001)
+	want := []rspec.LinuxIDMapping{{ContainerID: 1, HostID: 200000, Size: 1000}, {ContainerID: 1001, HostID: 300000, Size: 10}}
+	if why != "" || !slices.Equal(got, want) {
+		t.Errorf("alice (uid 1001): %v %q; want %v", got, why, want)
+	}
+	if got, why := subIDRanges(f, "bob", 1002); got != nil || !strings.Contains(why, "no range for bob") {
+		t.Errorf("bob: %v %q; want no range", got, why)
+	}
+	if _, why := subIDRanges(filepath.Join(t.TempDir(), "none"), "alice", 1001); !strings.Contains(why, "does not exist") {
+		t.Errorf("no file: %q", why)
+	}
+	m := idMaps{uids: append([]rspec.LinuxIDMapping{{ContainerID: 0, HostID: 1001, Size: 1}}, want...),
+		gids: []rspec.LinuxIDMapping{{ContainerID: 0, HostID: 1001, Size: 1}}}
+	if !m.maps(1000, 0) || m.maps(1000, 1000) || m.maps(2000, 0) {
+		t.Errorf("maps: uid 1000 gid 0 mapped, gid 1000 and uid 2000 not; got %v %v %v", m.maps(1000, 0), m.maps(1000, 1000), m.maps(2000, 0))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	libseccomp "github.com/opencontainers/runc/libcontainer/seccomp"
@@ -35,8 +36,13 @@ type HarnessOptions struct {
 	Options
 	// SourceRoot is where an installed name or digest, and the rootfs
 	// layers of an app folder, are looked up ("" = Root). An archive is
-	// installed into Root.
+	// installed into ArchiveCache, or into Root when that is "".
 	SourceRoot string
+	// ArchiveCache is a release store shared by starts: an archive is
+	// installed there once per process and file (its device, inode, size
+	// and modification time), and later starts of the same file run the
+	// installed release.
+	ArchiveCache string
 	// Env is added to the manifest's env (KEY=VALUE; a later one wins).
 	Env []string
 	// Volumes are added to the manifest's volumes, and allowed (exactly
@@ -57,6 +63,13 @@ type HarnessOptions struct {
 	// binary built without -tags seccomp), instead of refusing it; the
 	// Harnessed's Warnings say so.
 	UnfilteredWithoutSeccomp bool
+}
+
+func (o *Options) probeCacheDir() string {
+	if o.ProbeCacheDir != "" {
+		return o.ProbeCacheDir
+	}
+	return o.RunDir
 }
 
 // HarnessVolume is a host folder bound into the capsule.
@@ -143,15 +156,15 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 		src.Root = o.SourceRoot
 	}
 	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && isArchiveName(ref) {
-		store, err := release.Open(o.Root)
+		root := o.Root
+		if o.ArchiveCache != "" {
+			root = o.ArchiveCache
+		}
+		digest, err := installArchive(ctx, root, ref, fi)
 		if err != nil {
 			return nil, err
 		}
-		rel, _, err := store.Install(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		ref, src.Root = "sha256:"+rel.Digest, o.Root
+		ref, src.Root = "sha256:"+digest, root
 	}
 	t, err := Resolve(ref, src)
 	if err != nil {
@@ -175,6 +188,42 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 		m.Volumes = append(m.Volumes, specs.Volume{Host: v.Host, Capsule: v.Capsule, ReadOnly: v.ReadOnly})
 	}
 	return t, nil
+}
+
+// installed remembers the archives installed into a cache, by file.
+var installed sync.Map // archiveKey -> digest
+
+type archiveKey struct {
+	root          string
+	dev, ino      uint64
+	size, mtimeNS int64
+}
+
+// installArchive installs archive into the store at root, or finds it
+// installed there by an earlier start of this process.
+func installArchive(ctx context.Context, root, archive string, fi os.FileInfo) (string, error) {
+	store, err := release.Open(root)
+	if err != nil {
+		return "", err
+	}
+	var key archiveKey
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok {
+		key = archiveKey{root: root, dev: st.Dev, ino: st.Ino, size: fi.Size(), mtimeNS: fi.ModTime().UnixNano()}
+		if d, ok := installed.Load(key); ok {
+			if _, err := store.Resolve("sha256:" + d.(string)); err == nil {
+				return d.(string), nil
+			}
+		}
+	}
+	rel, _, err := store.Install(ctx, archive)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		installed.Store(key, rel.Digest)
+	}
+	return rel.Digest, nil
 }
 
 // harnessHost is the operator's configuration a harnessed capsule runs

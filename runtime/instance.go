@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -109,6 +108,10 @@ type Options struct {
 	// namespace instead of on the host, so that it ends with the capsule
 	// even when no tori-run is left to unmount it (toritest).
 	AppInCapsule bool
+	// ProbeCacheDir is where the cgroup probes' answers are kept between
+	// starts ("" = RunDir); a harness whose every start has a run dir of
+	// its own shares one (harness.go).
+	ProbeCacheDir string
 	// WithoutLimits runs, as a user who is not root, a capsule whose limits
 	// that user cannot get, without them, and says so at every start.
 	WithoutLimits bool
@@ -156,6 +159,8 @@ type Instance struct {
 	// when this instance opened them (no Options.Shared).
 	sockets    *Listeners
 	ownSockets bool
+	// rootLayers: without root, the rootfs layers the capsule mounts itself.
+	rootLayers []string
 	// heldFiles, heldNames: the sockets the init handed back at adopt.
 	heldFiles []*os.File
 	heldNames []string
@@ -202,7 +207,12 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		// Limits in the user's delegated cgroup v2 subtree: the path below,
 		// in a user namespace.
 		if len(t.Layers) > 0 {
-			return nil, fmt.Errorf("%s: layers %v: rootfs layers need root for now; use layers: [host]", m.Source, m.Layers)
+			if err := rootlessOverlay(kernelRelease()); err != nil { // rootless_run.go
+				return nil, fmt.Errorf("%s: layers %v: %w", m.Source, m.Layers, err)
+			}
+		}
+		if err := rootlessUserMapped(t); err != nil {
+			return nil, err
 		}
 		o.AppInCapsule, o.rootless = true, true
 	}
@@ -216,7 +226,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = detectCgroups(o.RunDir); err != nil {
+	if i.host, err = detectCgroups(o.probeCacheDir()); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	if err := cgroups.EnsureDelegation(i.host); err != nil {
@@ -241,7 +251,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
-	if err := i.mountRoot(t.Layers); err != nil {
+	if o.rootless { // the root's overlay is mounted inside the capsule (rootless_run.go)
+		i.rootLayers = t.Layers
+	} else if err := i.mountRoot(t.Layers); err != nil {
 		return i, err
 	}
 	if o.AppInCapsule { // harness.go: the overlay ends with the capsule
@@ -400,7 +412,7 @@ func (i *Instance) startContainer() error {
 		appInCapsule(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work)
 	}
 	if i.opts.rootless { // rootless_run.go; the cgroups stay: they hold the limits
-		if err := rootlessSpec(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work, true); err != nil {
+		if err := rootlessSpec(spec, i.rootlessMounts(i.appLower, i.rootLayers), true); err != nil {
 			return err
 		}
 	}
@@ -585,29 +597,8 @@ func SweepStale(ctx context.Context, o Options, owners ...string) error {
 	if len(owners) == 0 {
 		owners = []string{OwnerRun}
 	}
-	dirs, err := filepath.Glob(filepath.Join(o.Root, "instances", "*"))
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, dir := range dirs {
-		if rec, err := readRecord(dir); err == nil && !slices.Contains(owners, rec.Owner) {
-			continue
-		}
-		lock := flock.New(filepath.Join(dir, "lock"))
-		ok, err := lock.TryLock()
-		if err != nil || !ok {
-			continue // alive, or not ours to judge
-		}
-		err = sweepOne(dir, o)
-		_ = lock.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stale instance %s: %w", filepath.Base(dir), err))
-		} else {
-			o.Log.Info().Str("instance", filepath.Base(dir)).Msg("cleaned up an instance left by a tori-run that ended")
-		}
-	}
-	return errors.Join(errs...)
+	_, err := sweepStale(ctx, o, owners, false) // sweep.go
+	return err
 }
 
 func readRecord(dir string) (*instanceRecord, error) {

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	lcgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // A capsule without limits, run by a user who is not root: the same
@@ -27,6 +29,12 @@ import (
 // ends that process only; what it started is killed with the capsule (the
 // end of its PID namespace). Services cannot use the state proxy (it knows
 // callers by their cgroup); the host's admin socket works.
+//
+// Listening sockets (sockets:) work as with root: tori-run opens them on
+// the host as the user (a tcp port below net.ipv4.ip_unprivileged_port_start
+// is refused by the kernel, named in the error), hands them to the init
+// over its socket (SCM_RIGHTS: no cgroup involved), and a unix socket's
+// file is bound into the capsule.
 
 // createRootless is Create for a user who is not root.
 func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
@@ -61,26 +69,32 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 	if err := i.createDirs(); err != nil {
 		return i, err
 	}
+	if err := i.openSockets(); err != nil {
+		return i, err
+	}
 	if err := i.startState(); err != nil {
 		return i, err
 	}
-	if err := i.startRootlessContainer(t.AppDir); err != nil {
+	if err := i.startRootlessContainer(t.AppDir, t.Layers); err != nil {
+		return i, err
+	}
+	if err := i.holdSockets(); err != nil {
 		return i, err
 	}
 	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
 	return i, nil
 }
 
-func (i *Instance) startRootlessContainer(appDir string) error {
+func (i *Instance) startRootlessContainer(appDir string, layers []string) error {
 	spec, err := buildSpec(specInput{
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State, Binary: i.opts.Binary, Env: []string{"PATH=" + capsulePath},
-		AppSource: i.confine.appSource, Volumes: i.confine.volumes,
+		AppSource: i.confine.appSource, Volumes: i.confine.volumes, SocketMounts: i.sockets.mounts(),
 	})
 	if err != nil {
 		return err
 	}
-	if err := rootlessSpec(spec, i.Manifest.ReadOnly, appDir, i.paths.Upper, i.paths.Work, false); err != nil {
+	if err := rootlessSpec(spec, i.rootlessMounts(appDir, layers), false); err != nil {
 		return err
 	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: i.ID, Spec: spec,
@@ -101,33 +115,58 @@ func hasLimits(r *lcgroups.Resources) bool {
 		r.CpuWeight != 0 || r.PidsLimit != nil || r.CpusetCpus != "" || r.BlkioWeight != 0 || len(r.Unified) > 0
 }
 
+// rootlessMounts is what a capsule run without root mounts itself, in its
+// own mount namespace inside its user namespace: the app's overlay and,
+// with rootfs layers, the root's.
+type rootlessMounts struct {
+	readOnly         bool
+	app, upper, work string
+	layers           []string // rootfs layers, top first; none: the host layer
+	rootfs           string   // the capsule's root folder (host side)
+}
+
+func (i *Instance) rootlessMounts(appDir string, layers []string) rootlessMounts {
+	return rootlessMounts{readOnly: i.Manifest.ReadOnly, app: appDir, upper: i.paths.Upper, work: i.paths.Work,
+		layers: layers, rootfs: i.paths.Rootfs}
+}
+
 // rootlessSpec turns a capsule's spec into one a user can run: a user
-// namespace mapping the user to root, /sys bound from the host (sysfs
+// namespace mapping the user to root (and its subuid/subgid ranges, when it
+// has them, to the ids after it), /sys bound from the host (sysfs
 // cannot be mounted without a network namespace of one's own), no uid=/gid=
 // mount options, and /app as an overlay mounted inside the capsule rather
-// than bound from the host. Without cgroups (no limits), no cgroup
-// namespace or filesystem and no cgroup path either; with them (a delegated
-// v2 subtree) those stay.
-func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, withCgroups bool) error {
+// than bound from the host. Rootfs layers are mounted inside the capsule
+// too (rootLayerMounts), first: the kernel allows OverlayFS in a user
+// namespace since 5.11, checked before.
+// Without cgroups (no limits), no cgroup namespace or filesystem and no
+// cgroup path either; with them (a delegated v2 subtree) those stay.
+func rootlessSpec(s *rspec.Spec, rm rootlessMounts, withCgroups bool) error {
 	s.Linux.Namespaces = append(slices.DeleteFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool {
 		return n.Type == rspec.UserNamespace || (n.Type == rspec.CgroupNamespace && !withCgroups)
 	}), rspec.LinuxNamespace{Type: rspec.UserNamespace})
-	s.Linux.UIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}}
-	s.Linux.GIDMappings = []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}}
+	ids := rootlessIDMaps() // rootless.go: the user as root, and its subordinate ranges
+	s.Linux.UIDMappings, s.Linux.GIDMappings = ids.uids, ids.gids
 	s.Linux.Resources = nil // tori-run's cgroups package writes the limits, never libcontainer
 	if !withCgroups {
 		s.Linux.CgroupsPath = ""
 	}
 	netns := slices.ContainsFunc(s.Linux.Namespaces, func(n rspec.LinuxNamespace) bool { return n.Type == rspec.NetworkNamespace })
 	var mounts []rspec.Mount
+	if len(rm.layers) > 0 {
+		lm, err := rootLayerMounts(rm.layers, rm.rootfs)
+		if err != nil {
+			return err
+		}
+		mounts = append(mounts, lm...)
+	}
 	for _, mt := range s.Mounts {
 		switch {
 		case mt.Destination == "/sys/fs/cgroup" && !withCgroups:
 			continue
 		case mt.Destination == "/sys" && !netns:
 			mt = rspec.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
-		case mt.Destination == capsuleApp && !readOnly:
-			mt = appOverlayMount(appDir, upper, work, true)
+		case mt.Destination == capsuleApp && !rm.readOnly:
+			mt = appOverlayMount(rm.app, rm.upper, rm.work, true)
 		}
 		mt.Options = slices.DeleteFunc(slices.Clone(mt.Options), func(o string) bool {
 			return strings.HasPrefix(o, "uid=") || strings.HasPrefix(o, "gid=")
@@ -138,18 +177,150 @@ func rootlessSpec(s *rspec.Spec, readOnly bool, appDir, upper, work string, with
 	return nil
 }
 
+// rootLayerMounts makes a capsule's / from rootfs layers (top first)
+// without root. libcontainer mounts nothing on the root folder itself (it
+// refuses a mount whose destination is /), and an overlay mounted on the
+// host would need root; so each top-level folder of the layers is mounted
+// on its own inside the capsule's mount namespace: the overlay of the
+// layers' folders of that name (a read-only bind when one layer has it),
+// and what the layers have at the top that is not a folder (symlinks such
+// as bin -> usr/bin, files) is made in the root folder. The capsule's root
+// is read-only either way (docs/RUNTIME.md), as with root, where the
+// layers are one overlay; writes go to /app, /tmp, /run and volumes. /proc,
+// /dev and /sys are the capsule's own mounts.
+func rootLayerMounts(layers []string, rootfs string) ([]rspec.Mount, error) {
+	type top struct {
+		name  string
+		lower []string // folders, top first; nil: not a folder
+	}
+	var tops []*top
+	seen := map[string]*top{}
+	hidden := map[string]bool{} // a non-folder above hides the folders below
+	for _, l := range layers {
+		entries, err := os.ReadDir(l)
+		if err != nil {
+			return nil, fmt.Errorf("rootfs layer %s: %w", l, err)
+		}
+		for _, e := range entries {
+			n := e.Name()
+			if n == "proc" || n == "dev" || n == "sys" || hidden[n] {
+				continue
+			}
+			t := seen[n]
+			if t == nil {
+				t = &top{name: n}
+				seen[n] = t
+				tops = append(tops, t)
+				if !e.IsDir() { // the topmost is not a folder: it is what / shows
+					hidden[n] = true
+					if err := copyTopEntry(filepath.Join(l, n), filepath.Join(rootfs, n)); err != nil {
+						return nil, err
+					}
+					continue
+				}
+			}
+			if !e.IsDir() {
+				hidden[n] = true // below a folder: hidden, as an overlay's whiteout-free merge does
+				continue
+			}
+			t.lower = append(t.lower, filepath.Join(l, n))
+		}
+	}
+	var out []rspec.Mount
+	for _, t := range tops {
+		switch {
+		case t.lower == nil:
+		case len(t.lower) == 1: // an overlay needs two lower folders without an upper one
+			out = append(out, rspec.Mount{Destination: "/" + t.name, Type: "bind", Source: t.lower[0],
+				Options: []string{"rbind", roRecursive(), "nosuid", "nodev"}})
+		default:
+			out = append(out, rspec.Mount{Destination: "/" + t.name, Type: "overlay", Source: "overlay",
+				Options: []string{"lowerdir=" + strings.Join(t.lower, ":"), "ro", "nosuid", "nodev", "userxattr"}})
+		}
+	}
+	return out, nil
+}
+
+// copyTopEntry makes a top-level symlink or file of a rootfs layer in the
+// capsule's root folder.
+func copyTopEntry(from, to string) error {
+	fi, err := os.Lstat(from)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(from)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(target, to); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("rootfs layers: %w", err)
+		}
+		return nil
+	case fi.Mode().IsRegular():
+		b, err := os.ReadFile(from)
+		if err != nil {
+			return fmt.Errorf("rootfs layers: %w", err)
+		}
+		if err := os.WriteFile(to, b, fi.Mode().Perm()); err != nil {
+			return fmt.Errorf("rootfs layers: %w", err)
+		}
+		return nil
+	}
+	return nil // a device or fifo at the top of a layer: not made without root
+}
+
 var errNoCgroup = errors.New("no cgroup: a capsule run without root has none")
 
 // rootlessRefusal names what a capsule asks for that a run without root and
-// without cgroups does not give yet, before anything is made: never run it
+// without cgroups does not give, before anything is made: never run it
 // without that silently.
 func rootlessRefusal(t *Target) error {
 	m := t.Manifest
-	if len(t.Layers) > 0 {
-		return fmt.Errorf("%s: layers %v: rootfs layers need root for now (their overlay is mounted on the host); use layers: [host]", m.Source, m.Layers)
+	if err := rootlessUserMapped(t); err != nil {
+		return err
 	}
-	if len(m.Sockets) > 0 {
-		return fmt.Errorf("%s: sockets: %s: listening sockets held by tori-run need root for now (or a delegated cgroup v2 subtree); run as root, or let the service listen itself", m.Source, m.Sockets[0].Name)
+	if len(t.Layers) > 0 {
+		if err := rootlessOverlay(kernelRelease()); err != nil {
+			return fmt.Errorf("%s: layers %v: %w", m.Source, m.Layers, err)
+		}
 	}
 	return nil
+}
+
+// rootlessUserMapped refuses a capsule whose user: has no id in the user
+// namespace a capsule run without root gets (rootlessIDMaps).
+func rootlessUserMapped(t *Target) error {
+	m := t.Manifest
+	if m.User == "" {
+		return nil
+	}
+	uid, gid, err := resolveUser(m, t.Layers)
+	if err != nil {
+		return err
+	}
+	if ids := rootlessIDMaps(); !ids.maps(uid, gid) {
+		return fmt.Errorf("%s: user: %s (uid %d, gid %d) is not mapped in the capsule's user namespace: %s; give your user subordinate ids (%s), or run the capsule as root inside (no user:)",
+			m.Source, m.User, uid, gid, ids.describe(), ids.hint)
+	}
+	return nil
+}
+
+// rootlessOverlay says whether the kernel release mounts OverlayFS inside a
+// user namespace (5.11+), which a capsule's rootfs layers need without root.
+func rootlessOverlay(release string) error {
+	v, err := parseKernel(release)
+	if err != nil || v.less(userNSOverlay) {
+		return fmt.Errorf("rootfs layers without root need OverlayFS inside a user namespace, which needs Linux %s or newer; this kernel is %s: run the capsule as root, or upgrade the kernel", userNSOverlay, release)
+	}
+	return nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown (uname: " + err.Error() + ")"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }

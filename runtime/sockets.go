@@ -124,6 +124,11 @@ func listenSocket(s specs.Socket, hostPath string) (*os.File, error) {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("socket %s: %s is already in use by another process (ss -ltnp shows which); free it or change sockets.%s.listen", s.Name, s.Listen(), s.Name)
 		}
+		if errors.Is(err, syscall.EACCES) && s.Network != specs.SocketUnix && os.Geteuid() != 0 {
+			start, _ := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+			return nil, fmt.Errorf("socket %s (%s): %w: without root, ports below /proc/sys/net/ipv4/ip_unprivileged_port_start (%s) cannot be bound; use a higher port, or as root: sysctl -w net.ipv4.ip_unprivileged_port_start=%s",
+				s.Name, s.Listen(), err, strings.TrimSpace(string(start)), portOf(s.Address))
+		}
 		return nil, fmt.Errorf("socket %s (%s): %w", s.Name, s.Listen(), err)
 	}
 	defer ln.Close()
@@ -376,3 +381,9 @@ func (i *Instance) closeSockets() {
 // Sockets are the instance's listening sockets' addresses by name (a tcp
 // port 0 shows the port the kernel chose).
 func (i *Instance) Sockets() map[string]string { return i.sockets.Addrs() }
+
+// portOf is the port of a host:port address ("" when it has none).
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}

@@ -24,9 +24,9 @@ import (
 //
 // The flock is the kernel's record that the process lives: it goes with the
 // process, however it ends. A process folder whose flock is free belongs to
-// a dead process, and the next Start (of any test binary) sweeps it: what
-// runtime.SweepStale finds in each Start's root (container state, cgroups,
-// mounts of instances whose owner died), then the folder.
+// a dead process, and the next Start (of any test binary), or tori-run gc,
+// sweeps it (runtime.SweepHarness): the instances of each Start's root
+// (container state, cgroups, mounts, files), then the folder.
 //
 // The test's own t.TempDir() is not used: it is not found by another
 // process after a kill -9, and it is removed before the capsule's cleanup
@@ -34,7 +34,7 @@ import (
 
 // The folders of a Start: short, since the instances' Unix sockets live
 // beneath them and a socket path has at most 107 bytes.
-const startRoot, startRun, startState = "r", "u", "s"
+const startRoot, startRun, startState = runtime.HarnessRoot, runtime.HarnessRun, runtime.HarnessState
 
 var (
 	procMu  sync.Mutex // guards procDir, procFD, active
@@ -44,9 +44,7 @@ var (
 	starts  atomic.Int64
 )
 
-func baseDir() string {
-	return filepath.Join(os.TempDir(), "toritest-"+strconv.Itoa(os.Geteuid()))
-}
+func baseDir() string { return runtime.HarnessBase() }
 
 // newStartDir sweeps what dead test processes left, then makes a folder for
 // one Start in this process's folder. releaseStartDir undoes it.
@@ -114,31 +112,14 @@ func processDir() (string, error) {
 	return "", fmt.Errorf("toritest: could not make a process folder under %s", base)
 }
 
-var errGone = errors.New("folder removed meanwhile")
+var errGone = runtime.ErrFolderGone
 
-// lockDir takes the flock of dir without waiting and checks that dir is
-// still the folder locked (a sweeper may have removed it in between).
 func lockDir(dir string) (int, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return -1, errGone
+	fd, err := runtime.LockFolder(dir)
+	if err != nil && !errors.Is(err, errGone) {
+		err = fmt.Errorf("toritest: %w", err)
 	}
-	if err != nil {
-		return -1, fmt.Errorf("toritest: open %s: %w", dir, err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return -1, errGone
-		}
-		return -1, fmt.Errorf("toritest: flock %s: %w", dir, err)
-	}
-	var byFD, byPath unix.Stat_t
-	if unix.Fstat(fd, &byFD) != nil || unix.Stat(dir, &byPath) != nil || byFD.Ino != byPath.Ino || byFD.Dev != byPath.Dev {
-		unix.Close(fd)
-		return -1, errGone
-	}
-	return fd, nil
+	return fd, err
 }
 
 // checkOwnBase refuses a base folder another user could write into: its
@@ -154,46 +135,9 @@ func checkOwnBase(base string) error {
 	return nil
 }
 
-// sweepDead removes the folders of test processes that are gone.
+// sweepDead removes the folders of test processes that are gone
+// (runtime.SweepHarness; tori-run gc does the same).
 func sweepDead() error {
-	base := baseDir()
-	entries, err := os.ReadDir(base)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		dir := filepath.Join(base, e.Name())
-		if !e.IsDir() {
-			continue
-		}
-		fd, err := lockDir(dir)
-		if err != nil {
-			continue // alive, or being swept by someone else
-		}
-		if err := sweepProcessDir(dir); err != nil {
-			errs = append(errs, err)
-		}
-		unix.Close(fd)
-	}
-	return errors.Join(errs...)
-}
-
-func sweepProcessDir(dir string) error {
-	subs, _ := filepath.Glob(filepath.Join(dir, "*", startRoot))
-	var errs []error
-	for _, root := range subs {
-		s := filepath.Dir(root)
-		o := runtime.Options{Root: root, RunDir: filepath.Join(s, startRun), StateRoot: filepath.Join(s, startState), Log: zerolog.Nop()}
-		if err := runtime.SweepStale(context.Background(), o); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...) // keep the folder: the records are what the next try needs
-	}
-	return runtime.RemoveTree(dir)
+	_, err := runtime.SweepHarness(context.Background(), baseDir(), zerolog.Nop(), false)
+	return err
 }

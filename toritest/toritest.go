@@ -33,7 +33,8 @@ type Capsule struct {
 }
 
 // Start runs the capsule ref — an app folder (or its capsule.yml), a
-// capsule archive (installed into this Start's own root first), or the name
+// capsule archive (installed once per test process and file into a release
+// store shared by this user's Starts, $TMPDIR/toritest-UID/cache), or the name
 // or digest of a release installed under WithRoot's root — and returns once
 // every service is ready by the capsule's own readiness: sd_notify READY=1,
 // its exec/http/tcp ready probe, or for a service without one, once it is
@@ -78,8 +79,12 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 		Options: runtime.Options{
 			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
 			Slice: cfg.slice, Log: log, AppInCapsule: true,
+			// The cgroup probes' answers, shared by every Start of this
+			// user (keyed by boot, cgroup mounts and our cgroup): a fresh
+			// run dir per Start would probe again each time (~3 ms).
+			ProbeCacheDir: baseDir(),
 		},
-		SourceRoot: cfg.root, Env: cfg.env, Volumes: cfg.volumes, AllowVolumes: cfg.allow, Limits: cfg.limits, DieWithHost: true,
+		SourceRoot: cfg.root, ArchiveCache: filepath.Join(baseDir(), "cache"), Env: cfg.env, Volumes: cfg.volumes, AllowVolumes: cfg.allow, Limits: cfg.limits, DieWithHost: true,
 		UnfilteredWithoutSeccomp: true,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
@@ -151,6 +156,12 @@ func (c *Capsule) Exec(service string, argv ...string) ([]byte, error) {
 // Pid is the host pid of the service's current process (it changes when
 // the service restarts).
 func (c *Capsule) Pid(service string) (int, error) { return c.h.Pid(service) }
+
+// Sockets are the capsule's listening sockets (sockets: in its manifest),
+// held by the runtime for the capsule's life: their addresses by name, a
+// tcp port 0 showing the port the kernel chose, a unix socket its path on
+// the host.
+func (c *Capsule) Sockets() map[string]string { return c.h.Sockets() }
 
 // Dir is where this Start keeps the capsule's root, run and state folders;
 // removed at cleanup.

@@ -2,6 +2,7 @@ package toritest_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	torirt "github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/toritest"
 )
@@ -314,18 +317,67 @@ func assertGone(t *testing.T, dir string, pidfd int, cgroups []string) {
 // the next Start sweeps the rest (mounts, cgroups, files).
 func TestKill9LeavesNothing(t *testing.T) {
 	if os.Getenv("TORITEST_CHILD") == "1" {
-		c := toritest.Start(t, "testdata/hello")
-		pid, err := c.Pid("hello")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Printf("CAPSULE %s %d\n", c.Dir(), pid)
-		time.Sleep(time.Hour)
+		killedChild(t)
 		return
 	}
 	t.Parallel()
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestKill9LeavesNothing$", "-test.v")
+	dir, pidfd, cg := startKilledChild(t, "^TestKill9LeavesNothing$", "")
+	toritest.Start(t, "testdata/hello") // sweeps what the dead process left
+	assertGone(t, filepath.Dir(dir), pidfd, cg)
+}
+
+// The same leftovers, swept by tori-run gc's sweep instead of a Start: it
+// says what it removed (the test process's folder, with its instance).
+func TestKill9ThenGC(t *testing.T) {
+	if os.Getenv("TORITEST_CHILD") == "1" {
+		killedChild(t)
+		return
+	}
+	t.Parallel()
+	// A TMPDIR of its own: no other test's Start sweeps the child's folder.
+	tmp, err := os.MkdirTemp("", "tgc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	dir, pidfd, cg := startKilledChild(t, "^TestKill9ThenGC$", tmp)
+	base := filepath.Join(tmp, "toritest-"+strconv.Itoa(os.Geteuid()))
+	swept, err := torirt.SweepLeftovers(context.Background(), torirt.Options{Root: t.TempDir(), Log: zerolog.Nop()}, base, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procDir := filepath.Dir(dir)
+	if len(swept) != 1 || swept[0].Path != procDir || len(swept[0].Instances) != 1 ||
+		!strings.Contains(swept[0].String(), "test process folder "+procDir) {
+		t.Errorf("gc's sweep reports %v; want the folder %s and its one instance", swept, procDir)
+	}
+	assertGone(t, procDir, pidfd, cg)
+}
+
+// killedChild is the child test binary: it starts a capsule, says where,
+// and waits to be killed.
+func killedChild(t *testing.T) {
+	c := toritest.Start(t, "testdata/hello")
+	pid, err := c.Pid("hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("CAPSULE %s %d\n", c.Dir(), pid)
+	time.Sleep(time.Hour)
+}
+
+// startKilledChild runs this test binary's test run as a child that starts
+// a capsule (with TMPDIR tmp, "" for ours), kills it with SIGKILL once the
+// capsule runs, and checks what the kernel alone removed: the capsule's
+// processes and its overlay. It returns the child's Start folder, a pidfd
+// of the service and the capsule's cgroups, for the sweep to remove.
+func startKilledChild(t *testing.T, run, tmp string) (string, int, []string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", run, "-test.v")
 	cmd.Env = append(os.Environ(), "TORITEST_CHILD=1")
+	if tmp != "" {
+		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -351,7 +403,7 @@ func TestKill9LeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(pidfd)
+	t.Cleanup(func() { unix.Close(pidfd) })
 	cg := cgroupDirs(t, pid)
 	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -370,8 +422,7 @@ func TestKill9LeavesNothing(t *testing.T) {
 	if mountsUnder(t, dir) {
 		t.Errorf("the overlay outlived the capsule: mounts under %s before any sweep", dir)
 	}
-	toritest.Start(t, "testdata/hello") // sweeps what the dead process left
-	assertGone(t, filepath.Dir(dir), pidfd, cg)
+	return dir, pidfd, cg
 }
 
 // An archive is installed into the Start's own root; an installed name is

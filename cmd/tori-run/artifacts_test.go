@@ -11,6 +11,7 @@ import (
 // TestArtifactsCLI walks a capsule through build, install, list, verify
 // and gc as a user would, checking exit codes and what is printed.
 func TestArtifactsCLI(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir()) // gc sweeps toritest's folders there: none of other tests'
 	root, out := t.TempDir(), t.TempDir()
 	cli := func(args ...string) result {
 		return runCLI(t, "", append([]string{"--root", root}, args...)...)

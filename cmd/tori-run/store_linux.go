@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -139,8 +140,13 @@ func newGCCmd(g *globals) *cobra.Command {
 	var o release.GCOptions
 	c := &cobra.Command{
 		Use:   "gc [--dry-run] [--keep N]",
-		Short: "Remove releases nothing references",
-		Long: `Remove installed releases that no capsule references (as current or previous
+		Short: "Remove releases nothing references, and what ended capsules left",
+		Long: `Remove what capsules left behind when whoever ran them ended (even by kill -9):
+instances in --root of a tori-run run that is gone (their container state in
+TORI_RUN_DIR, cgroups, mounts, files), and the folders of ended test processes
+of the toritest package ($TMPDIR/toritest-UID, each Start's instances first).
+A daemon's instances are left for the next daemon to adopt. Then remove
+installed releases that no capsule references (as current or previous
 release, or by a running instance) and that are not among the newest --keep
 of their name.`,
 		Args: cobra.NoArgs,
@@ -148,19 +154,26 @@ of their name.`,
 			if o.Keep < 0 {
 				return usagef("gc: --keep %d: expected 0 or more", o.Keep)
 			}
-			s, err := g.store()
-			if err != nil {
-				return err
-			}
-			removed, err := s.GC(cmd.Context(), o)
 			verb := "removed"
 			if o.DryRun {
 				verb = "would remove"
 			}
+			// Leftovers first: a release only a dead instance used is
+			// unreferenced once that instance is gone.
+			swept, serr := runtime.SweepLeftovers(cmd.Context(), g.runtimeOptions("", ""), runtime.HarnessBase(), o.DryRun)
+			for _, s := range swept {
+				fmt.Fprintf(g.stdout, "%s %s\n", verb, s)
+			}
+			s, err := g.store()
+			if err != nil {
+				return errors.Join(serr, err)
+			}
+			removed, err := s.GC(cmd.Context(), o)
+			err = errors.Join(serr, err)
 			for _, r := range removed {
 				fmt.Fprintf(g.stdout, "%s %s %s (%s, %s)\n", verb, r.Name, r.Version, r.Digest[:12], units.BytesSize(float64(r.Size)))
 			}
-			if len(removed) == 0 && err == nil {
+			if len(removed) == 0 && len(swept) == 0 && err == nil {
 				fmt.Fprintln(g.stdout, "nothing to remove")
 			}
 			return err

@@ -14,7 +14,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/tori-run/tori-run/cgroups"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 )
 

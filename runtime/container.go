@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/image"
-	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"

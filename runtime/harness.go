@@ -20,7 +20,7 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/overlay"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )

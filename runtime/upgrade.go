@@ -14,7 +14,7 @@ import (
 
 	"github.com/gofrs/flock"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/supervisor"
 )
 

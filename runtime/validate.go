@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 )
 

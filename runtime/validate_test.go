@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 )
 
 func failures(r *Report) string {

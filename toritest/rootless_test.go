@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/toritest"
 )
 

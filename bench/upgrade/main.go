@@ -31,8 +31,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 )
 
 func init() {

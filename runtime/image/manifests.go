@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 )
 

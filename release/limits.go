@@ -1,6 +1,9 @@
 package release
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Limits bound what Build reads from an app and what Install accepts from an
 // archive. They count real bytes, not what headers claim, so a zip or
@@ -82,4 +85,16 @@ func (c Compression) ext() (string, error) {
 		return ".tar.zst", nil
 	}
 	return "", fmt.Errorf("compression %q: expected %q or %q", string(c), Gzip, Zstd)
+}
+
+// IsArchiveName says whether p is named as a capsule archive is (.tar.gz,
+// .tgz, .tar.zst or .tar, any case).
+func IsArchiveName(p string) bool {
+	p = strings.ToLower(p)
+	for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar"} {
+		if strings.HasSuffix(p, ext) {
+			return true
+		}
+	}
+	return false
 }

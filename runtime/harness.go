@@ -155,7 +155,7 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 	if o.SourceRoot != "" {
 		src.Root = o.SourceRoot
 	}
-	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && isArchiveName(ref) {
+	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && release.IsArchiveName(ref) {
 		root := o.Root
 		if o.ArchiveCache != "" {
 			root = o.ArchiveCache

@@ -1,19 +1,15 @@
 //go:build linux
 
-package runtime
+package hostcheck
 
 import (
-	"bytes"
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,12 +17,13 @@ import (
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/overlay"
+	"github.com/tori-run/tori-run/runtime"
 )
 
 // Kernel versions the kernel check compares with.
 var (
-	minKernel      = kernelVersion{4, 18} // the oldest tori-run supports
-	userNSOverlay  = kernelVersion{5, 11} // overlay mounts inside user namespaces (rootless capsules)
+	minKernel      = runtime.NewKernelVersion(4, 18) // the oldest tori-run supports
+	userNSOverlay  = runtime.NewKernelVersion(5, 11) // overlay mounts inside user namespaces (rootless capsules)
 	checkLimitName = "limit/"
 )
 
@@ -49,7 +46,7 @@ type hostEnv struct {
 	systemPath    string
 	callerPath    string // $PATH, only to say when its python3 differs from the capsule's
 	pythonVersion func(bin string) (string, error)
-	rootless      func(kernelVersion, error, []string) []Finding // rootless.go; nil: not checked
+	rootless      func(runtime.KernelVersion, error, []string) []Finding // rootless.go; nil: not checked
 }
 
 func liveHost() hostEnv {
@@ -67,8 +64,8 @@ func liveHost() hostEnv {
 		detect:        cgroups.Detect,
 		systemPath:    SystemPath,
 		callerPath:    os.Getenv("PATH"),
-		pythonVersion: pythonVersionRunner(5 * time.Second),
-		rootless:      rootlessFindings,
+		pythonVersion: runtime.PythonVersionRunner(5 * time.Second),
+		rootless:      runtime.RootlessFindings,
 	}
 }
 
@@ -78,45 +75,16 @@ func (e hostEnv) check(opts HostOptions) []Finding {
 	fs = append(fs, checkCgroupMode(h, err))
 	fs = append(fs, e.checkLimits(h, err, opts.Directives)...)
 	fs = append(fs, e.checkDelegation(h, err))
-	fs = append(fs, checkStateDir(cmp.Or(opts.StateDir, DefaultStateRoot)))
+	fs = append(fs, checkStateDir(cmp.Or(opts.StateDir, runtime.DefaultStateRoot)))
 	if e.euid() != 0 && e.rootless != nil {
 		rel, kerr := e.kernelRelease()
-		kv, perr := parseKernel(rel)
-		fs = append(fs, rootlessFindings(kv, errors.Join(kerr, perr), opts.Directives)...)
+		kv, perr := runtime.ParseKernel(rel)
+		fs = append(fs, runtime.RootlessFindings(kv, errors.Join(kerr, perr), opts.Directives)...)
 	}
 	if opts.Python != "" {
 		fs = append(fs, e.checkPython(opts.Python))
 	}
 	return fs
-}
-
-type kernelVersion struct{ major, minor int }
-
-func (v kernelVersion) less(w kernelVersion) bool {
-	return v.major < w.major || v.major == w.major && v.minor < w.minor
-}
-
-func (v kernelVersion) String() string { return fmt.Sprintf("%d.%d", v.major, v.minor) }
-
-// parseKernel reads MAJOR.MINOR from the start of a release such as "6.1.0-26-amd64" or "6.18.44-fc-v657".
-func parseKernel(release string) (kernelVersion, error) {
-	parts := strings.SplitN(release, ".", 3)
-	if len(parts) < 2 {
-		return kernelVersion{}, fmt.Errorf("kernel release %q is not MAJOR.MINOR.PATCH", release)
-	}
-	major, err := strconv.Atoi(parts[0])
-	if err != nil {
-		return kernelVersion{}, fmt.Errorf("kernel release %q: major %q: %w", release, parts[0], err)
-	}
-	minorDigits := parts[1]
-	if i := strings.IndexFunc(minorDigits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
-		minorDigits = minorDigits[:i]
-	}
-	minor, err := strconv.Atoi(minorDigits)
-	if err != nil {
-		return kernelVersion{}, fmt.Errorf("kernel release %q: minor %q: %w", release, parts[1], err)
-	}
-	return kernelVersion{major, minor}, nil
 }
 
 func (e hostEnv) checkKernel() Finding {
@@ -126,16 +94,16 @@ func (e hostEnv) checkKernel() Finding {
 		f.Status, f.Message = StatusFail, err.Error()
 		return f
 	}
-	v, err := parseKernel(release)
+	v, err := runtime.ParseKernel(release)
 	switch {
 	case err != nil:
 		f.Status, f.Message = StatusWarn, err.Error()+"; cannot compare it with the "+minKernel.String()+" tori-run needs"
 		f.Hint = "check `uname -r`"
-	case v.less(minKernel):
+	case v.Less(minKernel):
 		f.Status = StatusFail
 		f.Message = fmt.Sprintf("kernel %s is older than %s, the oldest tori-run supports", release, minKernel)
 		f.Hint = "upgrade the kernel to " + minKernel.String() + " or newer (Debian 12 ships 6.1)"
-	case v.less(userNSOverlay):
+	case v.Less(userNSOverlay):
 		f.Status = StatusWarn
 		f.Message = fmt.Sprintf("kernel %s: capsules run as root work, but overlay mounts inside user namespaces (rootless capsules) need %s", release, userNSOverlay)
 		f.Hint = "run capsules as root, or upgrade the kernel to " + userNSOverlay.String() + " or newer"
@@ -390,66 +358,9 @@ func writeTest(dir string) error {
 	return errors.Join(werr, cerr, rerr)
 }
 
-// lookPathIn finds an executable regular file name in the colon-separated dirs of pathList.
-func lookPathIn(name, pathList string) (string, error) {
-	for _, dir := range filepath.SplitList(pathList) {
-		if dir == "" {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		st, err := os.Stat(p)
-		if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found in %s", name, pathList)
-}
-
-// pythonScript prints MAJOR.MINOR.PATCH of the interpreter.
-const pythonScript = `import sys;print("%d.%d.%d"%sys.version_info[:3])`
-
-// pythonVersionRunner returns a function that runs bin -c pythonScript with a clean environment (the capsule's
-// PATH only), kills it after timeout, and returns what it printed.
-func pythonVersionRunner(timeout time.Duration) func(bin string) (string, error) {
-	return func(bin string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "-c", pythonScript)
-		cmd.Env = []string{"PATH=" + SystemPath, "LC_ALL=C"}
-		cmd.WaitDelay = time.Second // a grandchild holding stdout open must not hang us
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s -c '%s' did not finish within %s", bin, pythonScript, timeout)
-		}
-		if err != nil {
-			return "", fmt.Errorf("%s -c '%s': %w: %s", bin, pythonScript, err, strings.TrimSpace(stderr.String()))
-		}
-		return strings.TrimSpace(stdout.String()), nil
-	}
-}
-
-// parseVersion reads MAJOR.MINOR[.PATCH] (a patch is required only when needPatch).
-func parseVersion(s string, needPatch bool) ([3]int, error) {
-	var v [3]int
-	parts := strings.Split(s, ".")
-	if len(parts) < 2 || len(parts) > 3 || needPatch && len(parts) != 3 {
-		return v, fmt.Errorf("%q is not a version like 3.10", s)
-	}
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return v, fmt.Errorf("%q is not a version like 3.10", s)
-		}
-		v[i] = n
-	}
-	return v, nil
-}
-
 func (e hostEnv) checkPython(wanted string) Finding {
 	f := Finding{Check: "python3"}
-	want, err := parseVersion(wanted, false)
+	want, err := runtime.ParseVersion(wanted, false)
 	if err != nil {
 		f.Status, f.Message = StatusFail, "dependencies.python: "+err.Error()
 		f.Hint = `write the version the capsule needs as MAJOR.MINOR, e.g. python: "3.11"`
@@ -457,16 +368,16 @@ func (e hostEnv) checkPython(wanted string) Finding {
 	}
 	// The .py rule (python.go): python3.X first, then python3.
 	exact := fmt.Sprintf("python%d.%d", want[0], want[1])
-	if bin, err := lookPathIn(exact, e.systemPath); err == nil {
+	if bin, err := runtime.LookPathIn(exact, e.systemPath); err == nil {
 		f.Status = StatusPass
 		f.Message = fmt.Sprintf("capsule declares %s, host has %s; .py commands run with it", wanted, bin)
 		return f
 	}
-	bin, err := lookPathIn("python3", e.systemPath)
+	bin, err := runtime.LookPathIn("python3", e.systemPath)
 	if err != nil {
 		f.Status = StatusFail
 		f.Message = fmt.Sprintf("capsule declares python %s, but the host's system folders have neither %s nor python3: %v", wanted, exact, err)
-		if other, oerr := lookPathIn("python3", e.callerPath); oerr == nil {
+		if other, oerr := runtime.LookPathIn("python3", e.callerPath); oerr == nil {
 			f.Message += fmt.Sprintf(" (the python3 on your $PATH, %s, is not visible to capsules)", other)
 		}
 		f.Hint = "apt-get install python3"
@@ -478,7 +389,7 @@ func (e hostEnv) checkPython(wanted string) Finding {
 		f.Hint = "check that " + bin + " runs: " + bin + " --version"
 		return f
 	}
-	have, err := parseVersion(out, true)
+	have, err := runtime.ParseVersion(out, true)
 	if err != nil {
 		f.Status, f.Message = StatusFail, fmt.Sprintf("%s printed a version tori-run cannot read: %v", bin, err)
 		f.Hint = "check that " + bin + " is a CPython 3 interpreter"

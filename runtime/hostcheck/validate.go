@@ -1,4 +1,4 @@
-package runtime
+package hostcheck
 
 import (
 	"archive/zip"
@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -41,7 +42,7 @@ type ValidateOptions struct {
 	// Runtime names tori-run's folders (Root, RunDir) and, in Runtime.Host,
 	// what the operator allows (--allow-volume, the host configuration):
 	// with Host, each volume is checked against them as run would.
-	Runtime Options
+	Runtime runtime.Options
 }
 
 // CapsuleInfo summarises a valid manifest.
@@ -111,7 +112,7 @@ func Validate(target string, o ValidateOptions) *Report {
 			}
 		}
 		r.Findings = append(r.Findings, CheckHost(ho)...)
-		r.add(seccompSupportFinding())
+		r.add(runtime.SeccompSupportFinding())
 		if m != nil {
 			r.checkVolumesOnHost(m, o)
 		}
@@ -139,7 +140,7 @@ func (r *Report) validateTarget(target string, o ValidateOptions) *specs.Manifes
 		return r.checkDir(target, o)
 	case strings.HasSuffix(strings.ToLower(target), ".zip"):
 		return r.checkZip(target, o)
-	case isArchiveName(target):
+	case release.IsArchiveName(target):
 		return r.checkArchive(target, o)
 	default:
 		dir := filepath.Dir(target)
@@ -199,16 +200,6 @@ func (r *Report) checkZip(file string, o ValidateOptions) *specs.Manifest {
 	return m
 }
 
-func isArchiveName(p string) bool {
-	p = strings.ToLower(p)
-	for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar"} {
-		if strings.HasSuffix(p, ext) {
-			return true
-		}
-	}
-	return false
-}
-
 // checkArchive checks the manifest a capsule archive carries and what its
 // metadata says; the digest and every file are verified by install.
 func (r *Report) checkArchive(file string, o ValidateOptions) *specs.Manifest {
@@ -224,7 +215,7 @@ func (r *Report) checkArchive(file string, o ValidateOptions) *specs.Manifest {
 		return nil
 	}
 	r.manifestOK(m, o.Slice)
-	sha := ShowBuildSHA(meta.BuildSHA)
+	sha := runtime.ShowBuildSHA(meta.BuildSHA)
 	r.add(Finding{Check: "archive", Status: StatusPass, File: file,
 		Message: fmt.Sprintf("%d files, content %s, build SHA %s, built by tori-run %s; install verifies the digest and every file",
 			len(meta.Files), meta.ContentDigest, sha, meta.ToolVersion)})
@@ -331,7 +322,7 @@ func (r *Report) manifestOK(m *specs.Manifest, slice string) {
 	r.add(Finding{Check: "manifest", Status: StatusPass, File: m.Source,
 		Message: fmt.Sprintf("%s %s: services %s; layers %s; network %s", m.Name, m.Version,
 			strings.Join(names, ", "), strings.Join(m.Layers, ", "), m.Network)})
-	r.add(confinementFinding(m))
+	r.add(runtime.ConfinementFinding(m))
 	if slice != "" {
 		over, err := specs.LoadSlice(slice)
 		if err != nil {
@@ -352,7 +343,7 @@ func (r *Report) checkApp(m *specs.Manifest, app fs.FS) {
 		return
 	}
 	if m.Seccomp != "" && m.Seccomp != specs.SeccompUnconfined {
-		if err := checkSeccompProfile(m, app); err != nil {
+		if err := runtime.CheckSeccompProfile(m, app); err != nil {
 			r.add(Finding{Check: "seccomp", Status: StatusFail, File: m.Source, Field: "seccomp", Message: err.Error(),
 				Hint: "give a profile in moby's JSON format (github.com/moby/profiles/seccomp default.json is one), or seccomp: unconfined"})
 			return
@@ -406,24 +397,4 @@ func manifestHint(err error) string {
 		return "give the path of a capsule.yml, or an app folder that holds one"
 	}
 	return ""
-}
-
-// Location is where a finding points: file[:line[:column]] and the field,
-// as "capsule.yml:12:5: services.web.stop_signal", or "" when nowhere.
-func (f Finding) Location() string {
-	var b strings.Builder
-	b.WriteString(f.File)
-	if f.File != "" && f.Line > 0 {
-		fmt.Fprintf(&b, ":%d", f.Line)
-		if f.Column > 0 {
-			fmt.Fprintf(&b, ":%d", f.Column)
-		}
-	}
-	if f.Field != "" {
-		if b.Len() > 0 {
-			b.WriteString(": ")
-		}
-		b.WriteString(f.Field)
-	}
-	return b.String()
 }

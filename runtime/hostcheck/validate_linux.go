@@ -1,11 +1,12 @@
 //go:build linux
 
-package runtime
+package hostcheck
 
 import (
 	"errors"
 	"fmt"
 
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -17,8 +18,8 @@ func (r *Report) checkVolumesOnHost(m *specs.Manifest, o ValidateOptions) {
 	}
 	for i, v := range m.Volumes {
 		f := Finding{Check: "volume", File: m.Source, Line: v.Line, Field: fmt.Sprintf("volumes[%d]", i)}
-		real, err := checkVolume(m, v, ro)
-		var ve *VolumeError
+		real, err := runtime.CheckVolume(m, v, ro)
+		var ve *runtime.VolumeError
 		switch {
 		case errors.As(err, &ve):
 			f.Status, f.Message = StatusFail, ve.Msg

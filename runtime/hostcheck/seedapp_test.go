@@ -1,4 +1,4 @@
-package runtime
+package hostcheck
 
 import (
 	"archive/zip"
@@ -12,7 +12,7 @@ import (
 // requirements (the seed's layout), made into a zip on Windows.
 
 // seedManifest is the seed's capsule.yml, verbatim.
-const seedManifest = "../specs/testdata/good/seed-capsule.yml"
+const seedManifest = "../../specs/testdata/good/seed-capsule.yml"
 
 // seedApp returns the seed's app files: the reference program (the one in
 // examples/metacog, a stdlib-only Python that records its work in state)
@@ -21,7 +21,7 @@ func seedApp(t testing.TB) map[string][]byte {
 	t.Helper()
 	files := map[string][]byte{}
 	for _, name := range []string{"python/core/start_true_metacognition.py", "python/core/tori_state.py", "requirements_nodb.txt"} {
-		b, err := os.ReadFile(filepath.Join("..", "examples", "metacog", filepath.FromSlash(name)))
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "metacog", filepath.FromSlash(name)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,8 +29,8 @@ import (
 // (BuildSHAAbsent when the release has none); the state proxy's series get
 // capsule, release and build_sha from proxy.Metrics.SetRelease.
 
-// capsuleSample is what one scrape reads of a running capsule.
-type capsuleSample struct {
+// CapsuleSample is what one scrape reads of a running capsule.
+type CapsuleSample struct {
 	Capsule, Release, BuildSHA, Version string
 	// Group is the capsule's cgroup (nil: no cgroup series); services'
 	// cgroups are its children svc-NAME.
@@ -39,9 +39,9 @@ type capsuleSample struct {
 	Services []supervisor.ServiceStatus
 }
 
-// sampleOf reads a running instance and its supervisor.
-func sampleOf(i *Instance, sup *supervisor.Supervisor) capsuleSample {
-	s := capsuleSample{Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: ShowBuildSHA(i.BuildSHA),
+// SampleOf reads a running instance and its supervisor.
+func SampleOf(i *Instance, sup *supervisor.Supervisor) CapsuleSample {
+	s := CapsuleSample{Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: ShowBuildSHA(i.BuildSHA),
 		Version: i.Manifest.Version, Group: i.group, Host: i.host}
 	if sup != nil {
 		s.Services = sup.Status()
@@ -76,7 +76,7 @@ var (
 
 // capsuleCollector reads the capsules that source returns at each scrape.
 type capsuleCollector struct {
-	source func() []capsuleSample
+	source func() []CapsuleSample
 	log    zerolog.Logger
 }
 
@@ -145,8 +145,8 @@ func buildInfoCollector() prometheus.Collector {
 	}))
 }
 
-// metricsServer serves /metrics on a TCP address.
-type metricsServer struct {
+// MetricsServer serves /metrics on a TCP address.
+type MetricsServer struct {
 	// State records the state proxies' series; give it to Options.Metrics.
 	State *proxy.Metrics
 	// Registry holds every collector served; more can be registered.
@@ -155,9 +155,9 @@ type metricsServer struct {
 	addr     net.Addr
 }
 
-// startMetrics listens on addr and serves the registry: build info, the
+// StartMetrics listens on addr and serves the registry: build info, the
 // capsules source returns at each scrape, and the state proxies' series.
-func startMetrics(addr string, source func() []capsuleSample, log zerolog.Logger) (*metricsServer, error) {
+func StartMetrics(addr string, source func() []CapsuleSample, log zerolog.Logger) (*MetricsServer, error) {
 	reg := prometheus.NewRegistry()
 	st, err := proxy.NewMetrics(reg)
 	if err != nil {
@@ -174,7 +174,7 @@ func startMetrics(addr string, source func() []capsuleSample, log zerolog.Logger
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: zerologPrinter{log}}))
-	s := &metricsServer{State: st, Registry: reg, addr: l.Addr(),
+	s := &MetricsServer{State: st, Registry: reg, addr: l.Addr(),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
 		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -186,28 +186,15 @@ func startMetrics(addr string, source func() []capsuleSample, log zerolog.Logger
 }
 
 // Addr is where the server listens (the port chosen for ":0").
-func (s *metricsServer) Addr() string { return s.addr.String() }
+func (s *MetricsServer) Addr() string { return s.addr.String() }
 
 // Close stops serving.
-func (s *metricsServer) Close() error { return s.srv.Close() }
+func (s *MetricsServer) Close() error { return s.srv.Close() }
 
 // zerologPrinter lets promhttp report gathering errors on our log.
 type zerologPrinter struct{ l zerolog.Logger }
 
 func (p zerologPrinter) Println(v ...any) { p.l.Warn().Msg(fmt.Sprint(v...)) }
-
-// samples reads every running capsule of the daemon.
-func (d *Daemon) samples() []capsuleSample {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []capsuleSample
-	for _, n := range sortedNames(d.capsules) {
-		if m := d.capsules[n]; m.inst != nil && m.sup != nil {
-			out = append(out, sampleOf(m.inst, m.sup))
-		}
-	}
-	return out
-}
 
 // runMetrics serves the metrics of a foreground run when o.MetricsAddr is
 // set: it sets o.Metrics for the state proxy, and returns set, to call
@@ -217,9 +204,9 @@ func runMetrics(o *Options) (set func(*Instance, *supervisor.Supervisor), closeF
 		return func(*Instance, *supervisor.Supervisor) {}, func() {}, nil
 	}
 	var cur atomic.Pointer[capsuleSampler]
-	ms, err := startMetrics(o.MetricsAddr, func() []capsuleSample {
+	ms, err := StartMetrics(o.MetricsAddr, func() []CapsuleSample {
 		if c := cur.Load(); c != nil {
-			return []capsuleSample{sampleOf(c.inst, c.sup)}
+			return []CapsuleSample{SampleOf(c.inst, c.sup)}
 		}
 		return nil
 	}, o.Log)
@@ -233,22 +220,4 @@ func runMetrics(o *Options) (set func(*Instance, *supervisor.Supervisor), closeF
 type capsuleSampler struct {
 	inst *Instance
 	sup  *supervisor.Supervisor
-}
-
-// capsuleLog is the logger for a daemon line about capsule name: its
-// instance's (capsule, release, build_sha, instance) while one exists, else
-// the release the daemon knows of it, with build_sha "unknown" until its
-// release is read.
-func (d *Daemon) capsuleLog(name string) zerolog.Logger {
-	d.mu.Lock()
-	m := d.capsules[name]
-	d.mu.Unlock()
-	release := "unknown"
-	if m != nil {
-		if m.inst != nil {
-			return m.inst.Log
-		}
-		release = m.release
-	}
-	return CapsuleLogger(d.o.Log, name, release, "unknown")
 }

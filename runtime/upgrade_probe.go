@@ -25,6 +25,14 @@ type probeGate struct {
 	old       *cgroups.Group
 }
 
+// GateProbes freezes old (the release that serves) during those probes of
+// candidate that could reach either release; UngateProbes ends it.
+func (s *Shared) GateProbes(candidate, old *Instance) { s.setProbeGate(candidate.ID, old.group) }
+
+// UngateProbes ends GateProbes: it waits for a probe under way and leaves
+// the old release thawed.
+func (s *Shared) UngateProbes() { s.setProbeGate("", nil) }
+
 // setProbeGate starts (old != nil) or ends freezing old during candidate's
 // probes; ending waits for a probe under way and leaves old thawed.
 func (s *Shared) setProbeGate(candidate string, old *cgroups.Group) {

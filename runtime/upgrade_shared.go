@@ -51,10 +51,10 @@ func (s *Shared) listeners() *Listeners {
 	return s.socks
 }
 
-// takeSockets makes the capsule's sockets those of inst (a share of the
+// TakeSockets makes the capsule's sockets those of inst (a share of the
 // same open sockets): after a start, an adoption or a switch. Sockets the
 // previous set held and inst does not are closed.
-func (s *Shared) takeSockets(inst *Instance) error {
+func (s *Shared) TakeSockets(inst *Instance) error {
 	l, err := inst.sockets.derive(inst.Manifest, inst.opts.RunDir)
 	if err != nil {
 		return err

@@ -1,17 +1,18 @@
 //go:build linux
 
-package runtime
+package daemon
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,15 +20,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
-// DefaultControlSocket is where the daemon serves its control API.
-const DefaultControlSocket = DefaultRunDir + "/tori.sock"
+// DefaultSocket is where the daemon serves its control API.
+const DefaultSocket = runtime.DefaultRunDir + "/tori.sock"
 
-// DaemonOptions configure tori-run daemon.
-type DaemonOptions struct {
-	Options
+// Options configure tori-run daemon.
+type Options struct {
+	runtime.Options
 	// Socket is the control API's Unix socket (mode 0600, root only).
 	Socket string
 	// StopDeadline bounds the stop of every capsule at SIGTERM.
@@ -48,19 +50,19 @@ type CapsuleStatus struct {
 	Since    time.Time                  `json:"since"`
 	Adopted  bool                       `json:"adopted,omitempty"`
 	// Seccomp is the capsule's system call filter: default, unconfined or
-	// "profile FILE" (SeccompMode).
+	// "profile FILE" (runtime.SeccompMode).
 	Seccomp string `json:"seccomp,omitempty"`
 	// Previous is the previous stable release (tori-run rollback's target).
 	Previous string `json:"previous,omitempty"`
 	// Upgrade is the upgrade under way, if any.
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
 	// Sockets are the capsule's listening sockets' addresses by name.
-	Sockets map[string]string `json:"sockets,omitempty"`
-	Storage *StateUsage       `json:"storage,omitempty"` // the state store against its quota
+	Sockets map[string]string   `json:"sockets,omitempty"`
+	Storage *runtime.StateUsage `json:"storage,omitempty"` // the state store against its quota
 }
 
-// DaemonEvent is a supervision event of one capsule's service.
-type DaemonEvent struct {
+// Event is a supervision event of one capsule's service.
+type Event struct {
 	Capsule string `json:"capsule"`
 	// Release is set on events of an upgrade and of its new release.
 	Release string `json:"release,omitempty"`
@@ -69,18 +71,18 @@ type DaemonEvent struct {
 
 // Daemon supervises every enabled capsule and serves the control API.
 type Daemon struct {
-	o DaemonOptions
+	o Options
 
 	mu       sync.Mutex // guards capsules and subs
 	capsules map[string]*managed
-	subs     map[chan DaemonEvent]struct{}
+	subs     map[chan Event]struct{}
 	um       *upgradeMetrics // nil without --metrics-addr
 }
 
 // managed is one capsule the daemon runs.
 type managed struct {
 	name, release string
-	inst          *Instance
+	inst          *runtime.Instance
 	sup           *supervisor.Supervisor
 	state, err    string
 	since         time.Time
@@ -90,23 +92,23 @@ type managed struct {
 	stopForward func()
 	// shared is what the capsule's instances share (sockets, state);
 	// upgrade is the upgrade under way, if any.
-	shared  *Shared
+	shared  *runtime.Shared
 	upgrade *upgradeRun
 }
 
-// RunDaemon runs the daemon until ctx ends, then stops every capsule within
+// Run runs the daemon until ctx ends, then stops every capsule within
 // the stop deadline and returns nil.
-func RunDaemon(ctx context.Context, o DaemonOptions) error {
+func Run(ctx context.Context, o Options) error {
 	if o.Socket == "" {
-		o.Socket = DefaultControlSocket
+		o.Socket = DefaultSocket
 	}
 	if o.StopDeadline == 0 {
 		o.StopDeadline = 60 * time.Second
 	}
-	o.Owner = OwnerDaemon
-	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan DaemonEvent]struct{}{}}
+	o.Owner = runtime.OwnerDaemon
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan Event]struct{}{}}
 	if o.MetricsAddr != "" {
-		ms, err := startMetrics(o.MetricsAddr, d.samples, o.Log)
+		ms, err := runtime.StartMetrics(o.MetricsAddr, d.samples, o.Log)
 		if err != nil {
 			return err
 		}
@@ -128,14 +130,14 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	go func() { _ = srv.Serve(l) }()
 	o.Log.Info().Str("socket", o.Socket).Msg("daemon listening")
 
-	if err := SweepStale(ctx, o.Options); err != nil {
+	if err := runtime.SweepStale(ctx, o.Options); err != nil {
 		o.Log.Warn().Err(err).Msg("cleaning up after foreground runs")
 	}
 	enabled, err := Enabled(o.Root)
 	if err != nil {
 		o.Log.Error().Err(err).Msg("reading the enabled capsules")
 	}
-	for _, name := range sortedNames(enabled) {
+	for _, name := range slices.Sorted(maps.Keys(enabled)) {
 		if err := d.start(name); err != nil {
 			l := d.capsuleLog(name)
 			l.Error().Err(err).Msg("capsule did not start")
@@ -143,7 +145,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	// What a previous daemon left of capsules no longer enabled, nobody
 	// will adopt: remove it.
-	if err := SweepStale(ctx, o.Options, OwnerDaemon); err != nil {
+	if err := runtime.SweepStale(ctx, o.Options, runtime.OwnerDaemon); err != nil {
 		o.Log.Warn().Err(err).Msg("removing instances of capsules no longer enabled")
 	}
 	<-ctx.Done()
@@ -178,15 +180,6 @@ func listenControl(path string) (net.Listener, error) {
 	return l, nil
 }
 
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // start runs an enabled capsule (or one of its services).
 func (d *Daemon) start(name string) error {
 	d.mu.Lock()
@@ -194,7 +187,7 @@ func (d *Daemon) start(name string) error {
 	d.mu.Unlock()
 	if !busy {
 		if err := d.recoverUpgrade(name); err != nil {
-			d.o.Log.Error().Err(err).Str(FieldCapsule, name).Msg("finishing an upgrade a previous daemon left")
+			d.o.Log.Error().Err(err).Str(runtime.FieldCapsule, name).Msg("finishing an upgrade a previous daemon left")
 		}
 	}
 	enabled, err := Enabled(d.o.Root)
@@ -212,7 +205,7 @@ func (d *Daemon) start(name string) error {
 		d.mu.Unlock()
 		return nil
 	}
-	m := &managed{name: name, release: ref, since: time.Now(), state: "starting", shared: NewShared(name, d.o.Options)}
+	m := &managed{name: name, release: ref, since: time.Now(), state: "starting", shared: runtime.NewShared(name, d.o.Options)}
 	d.capsules[name] = m
 	d.mu.Unlock()
 	err = d.launch(m, ref)
@@ -226,33 +219,33 @@ func (d *Daemon) start(name string) error {
 
 func (d *Daemon) launch(m *managed, ref string) error {
 	ctx := context.Background()
-	if dir := FindAdoptable(d.o.Root, m.name); dir != "" {
-		rec, err := readRecord(dir)
+	if dir := runtime.FindAdoptable(d.o.Root, m.name); dir != "" {
+		rec, err := runtime.ReadInstanceRecord(dir)
 		if err == nil && rec.Release == ref {
 			if err := d.adopt(m, dir); err == nil {
 				return nil
 			} else {
-				l := CapsuleLogger(d.o.Log, m.name, rec.Release, rec.BuildSHA)
+				l := runtime.CapsuleLogger(d.o.Log, m.name, rec.Release, rec.BuildSHA)
 				l.Warn().Err(err).Msg("could not adopt the running capsule; starting it anew")
 			}
 		}
-		if err := sweepOne(dir, d.o.Options); err != nil {
+		if err := runtime.SweepInstance(dir, d.o.Options); err != nil {
 			return fmt.Errorf("removing the instance a previous daemon left: %w", err)
 		}
 	}
-	t, err := Resolve(ref, d.o.Options)
+	t, err := runtime.Resolve(ref, d.o.Options)
 	if err != nil {
 		return err
 	}
 	o := d.o.Options
 	o.Shared = m.shared
-	inst, err := Create(ctx, t, o)
+	inst, err := runtime.Create(ctx, t, o)
 	if err != nil {
 		return err
 	}
 	sup, err := inst.Supervise()
 	if err == nil {
-		err = m.shared.takeSockets(inst)
+		err = m.shared.TakeSockets(inst)
 	}
 	if err != nil {
 		_ = inst.Destroy(ctx)
@@ -273,13 +266,13 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 	ctx := context.Background()
 	o := d.o.Options
 	o.Shared = m.shared
-	inst, adopted, err := Adopt(ctx, dir, o)
+	inst, adopted, err := runtime.Adopt(ctx, dir, o)
 	if err != nil {
 		return err
 	}
 	sup, err := inst.Supervise()
 	if err == nil {
-		err = m.shared.takeSockets(inst)
+		err = m.shared.TakeSockets(inst)
 	}
 	if err != nil {
 		return err
@@ -289,8 +282,8 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 			a.Stdout, _ = os.Open(os.DevNull)
 			a.Stderr, _ = os.Open(os.DevNull)
 		}
-		if err := sup.Adopt(a.Name, serviceProcess{a.Service}, a.Stdout, a.Stderr); err != nil {
-			inst.Log.Warn().Err(err).Str(FieldService, a.Name).Msg("could not adopt the service; killing it")
+		if err := sup.Adopt(a.Name, a.Process(), a.Stdout, a.Stderr); err != nil {
+			inst.Log.Warn().Err(err).Str(runtime.FieldService, a.Name).Msg("could not adopt the service; killing it")
 			_ = a.Kill()
 		}
 	}
@@ -306,7 +299,7 @@ func (d *Daemon) forward(m *managed) {
 	m.stopForward = d.forwardFrom(m.name, "", m.sup)
 }
 
-func (d *Daemon) publish(ev DaemonEvent) {
+func (d *Daemon) publish(ev Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for c := range d.subs {
@@ -347,7 +340,7 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 
 func (d *Daemon) stopAll(ctx context.Context) {
 	d.mu.Lock()
-	names := sortedNames(d.capsules)
+	names := slices.Sorted(maps.Keys(d.capsules))
 	var upgrades []*upgradeRun
 	for _, m := range d.capsules {
 		if m.upgrade != nil {
@@ -378,15 +371,15 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []CapsuleStatus
-	for _, n := range sortedNames(d.capsules) {
+	for _, n := range slices.Sorted(maps.Keys(d.capsules)) {
 		if name != "" && n != name {
 			continue
 		}
 		m := d.capsules[n]
 		st := CapsuleStatus{Name: n, Release: m.release, State: m.state, Error: m.err, Since: m.since, Adopted: m.adopted}
 		if m.inst != nil {
-			st.Instance, st.BuildSHA = m.inst.ID, ShowBuildSHA(m.inst.BuildSHA)
-			st.Seccomp = SeccompMode(m.inst.Manifest)
+			st.Instance, st.BuildSHA = m.inst.ID, runtime.ShowBuildSHA(m.inst.BuildSHA)
+			st.Seccomp = runtime.SeccompMode(m.inst.Manifest)
 			st.Sockets = m.inst.Sockets()
 		}
 		st.Previous = readRef(previousRef(d.o.Root, n))
@@ -462,7 +455,7 @@ func (d *Daemon) act(ctx context.Context, action, target string) error {
 }
 
 func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
-	c := make(chan DaemonEvent, 256)
+	c := make(chan Event, 256)
 	d.mu.Lock()
 	d.subs[c] = struct{}{}
 	d.mu.Unlock()
@@ -498,7 +491,7 @@ func (d *Daemon) serveLogs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	_ = ReadCapsuleLogs(r.Context(), d.o.Root, q.Get("target"), opts, func(l LogLine) error {
+	_ = runtime.ReadCapsuleLogs(r.Context(), d.o.Root, q.Get("target"), opts, func(l runtime.LogLine) error {
 		if err := enc.Encode(l); err != nil {
 			return err
 		}
@@ -553,7 +546,14 @@ func peerOf(c net.Conn) *unix.Ucred {
 	if !ok {
 		return nil
 	}
-	cred, _ := peerCred(uc)
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
 	return cred
 }
 

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package daemon
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -110,7 +111,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	run.cancel = cancel
 	defer cancel()
 	defer close(run.done)
-	log := d.o.Log.With().Str(FieldCapsule, m.name).Str("from", short(run.from)).Str("to", short(run.to)).Str("kind", run.kind).Logger()
+	log := d.o.Log.With().Str(runtime.FieldCapsule, m.name).Str("from", short(run.from)).Str("to", short(run.to)).Str("kind", run.kind).Logger()
 	say := func(phase Phase, format string, args ...any) {
 		p := UpgradeProgress{Time: time.Now(), Phase: phase, Message: fmt.Sprintf(format, args...)}
 		d.mu.Lock()
@@ -118,7 +119,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		d.mu.Unlock()
 		d.um.setPhase(m.name, phase)
 		log.Info().Str("phase", string(phase)).Msg(p.Message)
-		d.publish(DaemonEvent{Capsule: m.name, Release: run.to, Event: supervisor.Event{Time: p.Time, Type: supervisor.EventType(run.kind), Reason: supervisor.Reason(phase), Message: p.Message}})
+		d.publish(Event{Capsule: m.name, Release: run.to, Event: supervisor.Event{Time: p.Time, Type: supervisor.EventType(run.kind), Reason: supervisor.Reason(phase), Message: p.Message}})
 		progress(p)
 	}
 	verdict := func(p UpgradeProgress) UpgradeProgress {
@@ -133,7 +134,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		}
 		d.um.count(result)
 		log.Info().Bool("ok", p.OK).Msg(p.Message)
-		d.publish(DaemonEvent{Capsule: m.name, Release: run.to, Event: supervisor.Event{Time: p.Time, Type: supervisor.EventType(run.kind), Reason: supervisor.Reason(p.Phase), Message: p.Message}})
+		d.publish(Event{Capsule: m.name, Release: run.to, Event: supervisor.Event{Time: p.Time, Type: supervisor.EventType(run.kind), Reason: supervisor.Reason(p.Phase), Message: p.Message}})
 		return p
 	}
 	d.mu.Lock()
@@ -145,12 +146,12 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	}
 	say(PhaseStarting, "starting release %s beside %s", short(run.to), short(run.from))
 
-	t, err := Resolve(run.to, d.o.Options)
-	var cand *Instance
+	t, err := runtime.Resolve(run.to, d.o.Options)
+	var cand *runtime.Instance
 	if err == nil {
 		o := d.o.Options
 		o.Shared = m.shared
-		cand, err = Create(ctx, t, o)
+		cand, err = runtime.Create(ctx, t, o)
 	}
 	if err != nil {
 		_ = removeUpgradeRecord(d.o.Root, m.name)
@@ -170,8 +171,8 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 		_ = removeUpgradeRecord(d.o.Root, m.name)
 		return verdict(UpgradeProgress{Phase: PhaseRolledBack, Message: fmt.Sprintf("rolled back: %v; %s still serves", err, short(run.from))})
 	}
-	m.shared.setProbeGate(cand.ID, oldInst.group)
-	defer m.shared.setProbeGate("", nil)
+	m.shared.GateProbes(cand, oldInst)
+	defer m.shared.UngateProbes()
 	sub := candSup.Events()
 	fwd := d.forwardFrom(m.name, run.to, candSup)
 	// The supervisor's own context detaches when it ends (for a daemon
@@ -213,10 +214,10 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	}
 	sub.Close()
 
-	m.shared.setProbeGate("", nil) // the old release is never frozen past here
+	m.shared.UngateProbes() // the old release is never frozen past here
 	if mach.phase == PhaseRolledBack {
 		say(PhaseRolledBack, "release %s failed: %s; stopping it", short(run.to), mach.reason)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(t.Manifest))
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtime.StopDeadline(t.Manifest))
 		defer cancel()
 		_ = candSup.Stop(sctx)
 		candSup.Wait()
@@ -243,7 +244,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	m.inst, m.sup, m.release, m.adopted, m.stopForward = cand, candSup, run.to, false, fwd
 	m.since = time.Now()
 	d.mu.Unlock()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopDeadline(oldInst.Manifest))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtime.StopDeadline(oldInst.Manifest))
 	defer cancel()
 	err = oldSup.Stop(sctx)
 	oldSup.Wait()
@@ -263,7 +264,7 @@ func (d *Daemon) runUpgrade(m *managed, run *upgradeRun, progress func(UpgradePr
 	if err != nil {
 		log.Error().Err(err).Msg("stopping the old release")
 	}
-	if err := m.shared.takeSockets(cand); err != nil {
+	if err := m.shared.TakeSockets(cand); err != nil {
 		log.Error().Err(err).Msg("taking the new release's sockets")
 	}
 	mach.Switched()
@@ -283,7 +284,7 @@ func (d *Daemon) forwardFrom(capsule, rel string, sup *supervisor.Supervisor) fu
 	go func() {
 		defer close(done)
 		for ev := range sub.C() {
-			d.publish(DaemonEvent{Capsule: capsule, Release: rel, Event: ev})
+			d.publish(Event{Capsule: capsule, Release: rel, Event: ev})
 		}
 	}()
 	return func() {
@@ -314,8 +315,8 @@ func (d *Daemon) recoverUpgrade(name string) error {
 	dirs, _ := filepath.Glob(filepath.Join(d.o.Root, "instances", name+"-*"))
 	var errs []error
 	for _, dir := range dirs {
-		ir, err := readRecord(dir)
-		if err != nil || ir.Capsule != name || ir.Owner != OwnerDaemon || ir.Release != drop {
+		ir, err := runtime.ReadInstanceRecord(dir)
+		if err != nil || ir.Capsule != name || ir.Owner != runtime.OwnerDaemon || ir.Release != drop {
 			continue
 		}
 		errs = append(errs, d.stopLeftInstance(dir))
@@ -328,8 +329,8 @@ func (d *Daemon) recoverUpgrade(name string) error {
 	}
 	d.um.count("recovered-" + result)
 	msg := fmt.Sprintf("the %s to %s was cut at %s by a daemon restart; %s kept", rec.Kind, short(rec.To), rec.Phase, short(keep))
-	d.o.Log.Warn().Str(FieldCapsule, name).Msg(msg)
-	d.publish(DaemonEvent{Capsule: name, Release: keep, Event: supervisor.Event{Time: time.Now(), Type: supervisor.EventType(rec.Kind), Reason: supervisor.Reason(result), Message: msg}})
+	d.o.Log.Warn().Str(runtime.FieldCapsule, name).Msg(msg)
+	d.publish(Event{Capsule: name, Release: keep, Event: supervisor.Event{Time: time.Now(), Type: supervisor.EventType(rec.Kind), Reason: supervisor.Reason(result), Message: msg}})
 	return nil
 }
 
@@ -388,12 +389,12 @@ func (d *Daemon) stopLeftInstance(dir string) error {
 	ctx := context.Background()
 	o := d.o.Options
 	o.Shared = nil
-	inst, adopted, err := Adopt(ctx, dir, o)
+	inst, adopted, err := runtime.Adopt(ctx, dir, o)
 	if err != nil {
 		d.o.Log.Warn().Err(err).Str("instance", filepath.Base(dir)).Msg("could not adopt the instance to stop it gracefully; killing it")
-		return sweepOne(dir, d.o.Options)
+		return runtime.SweepInstance(dir, d.o.Options)
 	}
-	sctx, cancel := context.WithTimeout(ctx, stopDeadline(inst.Manifest))
+	sctx, cancel := context.WithTimeout(ctx, runtime.StopDeadline(inst.Manifest))
 	defer cancel()
 	done := make(chan struct{}, len(adopted))
 	for _, a := range adopted {
@@ -402,11 +403,19 @@ func (d *Daemon) stopLeftInstance(dir string) error {
 			if spec := inst.Manifest.Service(a.Name); spec != nil {
 				a.Stop(sctx, spec)
 			}
-			closeFiles([]*os.File{a.Stdout, a.Stderr})
+			closeAll(a.Stdout, a.Stderr)
 		}()
 	}
 	for range adopted {
 		<-done
 	}
 	return inst.Destroy(sctx)
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
 }

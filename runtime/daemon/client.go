@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package daemon
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/tori-run/tori-run/runtime"
 )
 
 // Client talks to a running daemon over its control socket.
@@ -24,7 +26,7 @@ type Client struct {
 // NewClient returns a client of the daemon at socket.
 func NewClient(socket string) *Client {
 	if socket == "" {
-		socket = DefaultControlSocket
+		socket = DefaultSocket
 	}
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -72,7 +74,7 @@ func (c *Client) Act(ctx context.Context, action, target string) error {
 }
 
 // Events passes every event to fn until ctx ends or fn fails.
-func (c *Client) Events(ctx context.Context, fn func(DaemonEvent) error) error {
+func (c *Client) Events(ctx context.Context, fn func(Event) error) error {
 	resp, err := c.do(ctx, http.MethodGet, "/v1/events", nil)
 	if err != nil {
 		return err
@@ -81,8 +83,8 @@ func (c *Client) Events(ctx context.Context, fn func(DaemonEvent) error) error {
 	return decodeLines(resp.Body, fn)
 }
 
-// Logs passes target's log records to fn (see ReadCapsuleLogs).
-func (c *Client) Logs(ctx context.Context, target string, o LogOptions, fn func(LogLine) error) error {
+// Logs passes target's log records to fn (see runtime.ReadCapsuleLogs).
+func (c *Client) Logs(ctx context.Context, target string, o runtime.LogOptions, fn func(runtime.LogLine) error) error {
 	q := url.Values{"target": {target}, "tail": {strconv.Itoa(o.Tail)}}
 	if !o.Since.IsZero() {
 		q.Set("since", o.Since.Format(time.RFC3339Nano))

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package daemon
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -44,7 +44,7 @@ type CapsuleStatus struct {
 	Release  string                     `json:"release"`
 	BuildSHA string                     `json:"build_sha,omitempty"` // BuildSHAAbsent when the release records none
 	Instance string                     `json:"instance,omitempty"`
-	State    string                     `json:"state"` // starting, running, stopping, stopped, failed
+	State    CapsuleState               `json:"state"`
 	Error    string                     `json:"error,omitempty"`
 	Services []supervisor.ServiceStatus `json:"services,omitempty"`
 	Since    time.Time                  `json:"since"`
@@ -73,10 +73,24 @@ type Event struct {
 type Daemon struct {
 	o Options
 
-	mu       sync.Mutex // guards capsules and subs
+	mu       sync.Mutex // guards capsules, subs and closing
 	capsules map[string]*managed
 	subs     map[chan Event]struct{}
-	um       *upgradeMetrics // nil without --metrics-addr
+	// closing is set once the daemon stops: no start begins after it.
+	closing bool
+	// starts counts the starts under way (Add under mu, while !closing), so
+	// that stopAll waits for them before it stops what they made.
+	starts sync.WaitGroup
+	um     *upgradeMetrics // nil without --metrics-addr
+	// launch makes or adopts m's instance and starts its supervisor
+	// (launchInstance; tests put a stand-in here).
+	launch func(m *managed, ref string) error
+}
+
+func newDaemon(o Options) *Daemon {
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan Event]struct{}{}}
+	d.launch = d.launchInstance
+	return d
 }
 
 // managed is one capsule the daemon runs.
@@ -84,7 +98,8 @@ type managed struct {
 	name, release string
 	inst          *runtime.Instance
 	sup           *supervisor.Supervisor
-	state, err    string
+	state         CapsuleState // moved only by to (state.go)
+	err           string
 	since         time.Time
 	adopted       bool
 	// stopForward ends the copying of the supervisor's events, once it
@@ -106,7 +121,7 @@ func Run(ctx context.Context, o Options) error {
 		o.StopDeadline = 60 * time.Second
 	}
 	o.Owner = runtime.OwnerDaemon
-	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan Event]struct{}{}}
+	d := newDaemon(o)
 	if o.MetricsAddr != "" {
 		ms, err := runtime.StartMetrics(o.MetricsAddr, d.samples, o.Log)
 		if err != nil {
@@ -184,7 +199,11 @@ func listenControl(path string) (net.Listener, error) {
 func (d *Daemon) start(name string) error {
 	d.mu.Lock()
 	busy := d.capsules[name] != nil && d.capsules[name].upgrade != nil
+	closing := d.closing
 	d.mu.Unlock()
+	if closing {
+		return errStopping
+	}
 	if !busy {
 		if err := d.recoverUpgrade(name); err != nil {
 			d.o.Log.Error().Err(err).Str(runtime.FieldCapsule, name).Msg("finishing an upgrade a previous daemon left")
@@ -201,23 +220,39 @@ func (d *Daemon) start(name string) error {
 	// The slot is taken under the lock before launching, so two start
 	// requests at once cannot make two instances.
 	d.mu.Lock()
-	if m := d.capsules[name]; m != nil && (m.state == "running" || m.state == "starting") {
+	if d.closing {
 		d.mu.Unlock()
-		return nil
+		return errStopping
 	}
-	m := &managed{name: name, release: ref, since: time.Now(), state: "starting", shared: runtime.NewShared(name, d.o.Options)}
+	m := &managed{name: name, release: ref, shared: runtime.NewShared(name, d.o.Options)}
+	if prev := d.capsules[name]; prev != nil {
+		if prev.state == StateRunning || prev.state == StateStarting {
+			d.mu.Unlock()
+			return nil
+		}
+		m.state = prev.state
+	}
+	if err := m.to(StateStarting); err != nil {
+		d.mu.Unlock()
+		return err
+	}
 	d.capsules[name] = m
+	d.starts.Add(1)
 	d.mu.Unlock()
+	defer d.starts.Done()
 	err = d.launch(m, ref)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil {
-		m.state, m.err = "failed", err.Error()
+		m.err = err.Error()
+		if merr := m.to(StateFailed); merr != nil {
+			err = errors.Join(err, merr)
+		}
 	}
 	return err
 }
 
-func (d *Daemon) launch(m *managed, ref string) error {
+func (d *Daemon) launchInstance(m *managed, ref string) error {
 	ctx := context.Background()
 	if dir := runtime.FindAdoptable(d.o.Root, m.name); dir != "" {
 		rec, err := runtime.ReadInstanceRecord(dir)
@@ -253,8 +288,12 @@ func (d *Daemon) launch(m *managed, ref string) error {
 		return err
 	}
 	d.mu.Lock()
-	m.inst, m.sup, m.state = inst, sup, "running"
+	m.inst, m.sup = inst, sup
+	err = m.to(StateRunning)
 	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	d.forward(m)
 	return sup.Start(ctx)
 }
@@ -288,8 +327,12 @@ func (d *Daemon) adopt(m *managed, dir string) error {
 		}
 	}
 	d.mu.Lock()
-	m.inst, m.sup, m.state, m.adopted = inst, sup, "running", true
+	m.inst, m.sup, m.adopted = inst, sup, true
+	err = m.to(StateRunning)
 	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	d.forward(m)
 	return sup.Start(ctx)
 }
@@ -318,9 +361,9 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 		d.mu.Unlock()
 		return fmt.Errorf("an %s of %s is under way; wait for its verdict", m.upgrade.kind, name)
 	}
-	running := m != nil && m.state == "running"
+	running := m != nil && m.state == StateRunning
 	if running {
-		m.state = "stopping"
+		_ = m.to(StateStopping) // running -> stopping is in the table
 	}
 	d.mu.Unlock()
 	if !running {
@@ -330,15 +373,29 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 	errs = append(errs, m.sup.Stop(ctx))
 	m.sup.Wait()
 	m.stopForward()
-	errs = append(errs, m.inst.Destroy(ctx))
+	if m.inst != nil {
+		errs = append(errs, m.inst.Destroy(ctx))
+	}
 	errs = append(errs, m.shared.Close(ctx))
 	d.mu.Lock()
-	m.state, m.since = "stopped", time.Now()
+	errs = append(errs, m.to(StateStopped))
 	d.mu.Unlock()
 	return errors.Join(errs...)
 }
 
+// stopAll stops every capsule: from now on no start begins, the starts
+// under way end (running or failed) and then everything running stops, in
+// the reverse order of names.
 func (d *Daemon) stopAll(ctx context.Context) {
+	d.mu.Lock()
+	d.closing = true
+	d.mu.Unlock()
+	started := make(chan struct{})
+	go func() { d.starts.Wait(); close(started) }()
+	select {
+	case <-started:
+	case <-ctx.Done():
+	}
 	d.mu.Lock()
 	names := slices.Sorted(maps.Keys(d.capsules))
 	var upgrades []*upgradeRun
@@ -386,7 +443,7 @@ func (d *Daemon) status(name string) []CapsuleStatus {
 		if u := m.upgrade; u != nil {
 			st.Upgrade = &UpgradeStatus{Kind: u.kind, Candidate: u.to, Instance: u.inst, Phase: u.phase, Since: u.since}
 		}
-		if m.sup != nil && m.state == "running" {
+		if m.sup != nil && m.state == StateRunning {
 			st.Services = m.sup.Status()
 			st.Storage = m.inst.StateUsage()
 		}
@@ -439,7 +496,7 @@ func (d *Daemon) act(ctx context.Context, action, target string) error {
 	}
 	d.mu.Lock()
 	m := d.capsules[name]
-	running := m != nil && m.state == "running"
+	running := m != nil && m.state == StateRunning
 	d.mu.Unlock()
 	if !running {
 		return fmt.Errorf("capsule %q is not running", name)

@@ -7,5 +7,8 @@
 //
 // It makes no mount, cgroup or container itself: instances are runtime's
 // (runtime.Create, runtime.Adopt, (*runtime.Instance).Destroy), supervision
-// is the supervisor's.
+// is the supervisor's. Where each capsule stands is a CapsuleState, moved
+// only along the transition table in state.go; once the daemon begins to
+// stop, no start begins and the starts under way are waited for, then
+// stopped.
 package daemon

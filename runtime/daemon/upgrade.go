@@ -83,7 +83,7 @@ func (d *Daemon) beginUpgrade(name, ref, kind string) (*managed, *upgradeRun, er
 	defer d.mu.Unlock()
 	m := d.capsules[name]
 	switch {
-	case m == nil || m.state != "running":
+	case m == nil || m.state != StateRunning:
 		return nil, nil, fmt.Errorf("capsule %q is not running under this daemon (tori-run start %s)", name, name)
 	case m.upgrade != nil:
 		return nil, nil, fmt.Errorf("an %s of %s is already under way (to %s, phase %s); wait for its verdict", m.upgrade.kind, name, short(m.upgrade.to), m.upgrade.phase)

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tori-run/tori-run/internal/atomicfile"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -375,5 +376,5 @@ func commitFile(f *os.File, final string) error {
 	if err := os.Rename(f.Name(), final); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	return syncDir(filepath.Dir(final))
+	return atomicfile.SyncDir(filepath.Dir(final))
 }

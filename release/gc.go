@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // GCOptions say what GC keeps.
@@ -73,7 +75,7 @@ func (s *Store) remove(r Release) error {
 		}
 		return fmt.Errorf("gc: %w", err)
 	}
-	if err := syncDir(s.releases); err != nil {
+	if err := atomicfile.SyncDir(s.releases); err != nil {
 		return err
 	}
 	if err := removeTree(trash); err != nil {

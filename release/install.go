@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/internal/atomicfile"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -108,7 +109,7 @@ func (s *Store) publish(ctx context.Context, st *staging, digest string) (*Relea
 		}
 		st.published = true
 		already = false
-		if err := syncDir(s.releases); err != nil {
+		if err := atomicfile.SyncDir(s.releases); err != nil {
 			return nil, false, err
 		}
 		s.event("published")

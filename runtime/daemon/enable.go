@@ -30,15 +30,7 @@ func Enable(root, ref string) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	p := currentRef(root, rel.Name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return "", "", err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(rel.Digest+"\n"), 0o644); err != nil {
-		return "", "", err
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := writeRef(root, rel.Name, "current", rel.Digest); err != nil {
 		return "", "", err
 	}
 	return rel.Name, rel.Digest, nil

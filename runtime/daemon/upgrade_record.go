@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // An upgrade under way is recorded in <root>/upgrades/<capsule>.json, and
@@ -58,20 +60,24 @@ func writeUpgradeRecord(root string, r *upgradeRecord) error {
 	if err != nil {
 		return err
 	}
-	return writeFileDurable(upgradeRecordPath(root, r.Capsule), append(b, '\n'), 0o600)
+	p := upgradeRecordPath(root, r.Capsule)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, append(b, '\n'), 0o600)
 }
 
 func removeUpgradeRecord(root, capsule string) error {
-	p := upgradeRecordPath(root, capsule)
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return syncDir(filepath.Dir(p))
+	return atomicfile.Remove(upgradeRecordPath(root, capsule))
 }
 
 // writeRef points refs/<name>/<which> at a release digest, durably.
 func writeRef(root, name, which, digest string) error {
-	return writeFileDurable(filepath.Join(root, "refs", name, which), []byte(digest+"\n"), 0o644)
+	p := filepath.Join(root, "refs", name, which)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, []byte(digest+"\n"), 0o644)
 }
 
 func readRef(path string) string {
@@ -80,54 +86,4 @@ func readRef(path string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// writeFileDurable replaces path with data: a temp file beside it, synced,
-// renamed over it, and the folder synced, so that after a crash path holds
-// either the old or the new content, whole.
-func writeFileDurable(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", f.Name(), err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing folder %s: %w", dir, err)
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tori-run/tori-run/internal/atomicfile"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 )
@@ -291,13 +291,7 @@ func WriteManifests(dir string, k8s, nomad []byte) error {
 		name string
 		b    []byte
 	}{{"kubernetes.yaml", k8s}, {"nomad.hcl", nomad}} {
-		p := filepath.Join(dir, f.name)
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, f.b, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			os.Remove(tmp)
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.b, 0o644); err != nil {
 			return err
 		}
 	}

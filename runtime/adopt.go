@@ -205,7 +205,7 @@ func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
 		closeFiles(files)
 		if err != nil {
 			for _, s := range byPid {
-				s.ended(ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()})
+				s.ended(supervisor.Exit{Code: -1, Err: "lost the capsule's init: " + err.Error()})
 			}
 			return
 		}

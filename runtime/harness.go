@@ -366,12 +366,12 @@ func (h *Harnessed) report(st []supervisor.ServiceStatus) string {
 // ExecError is a command run by ExecOutput that did not exit 0.
 type ExecError struct {
 	Argv   []string
-	Exit   ExitInfo
+	Exit   supervisor.Exit
 	Output []byte
 }
 
 func (e *ExecError) Error() string {
-	return fmt.Sprintf("%s: %s: %s", strings.Join(e.Argv, " "), e.Exit.Reason(), strings.TrimSpace(string(e.Output)))
+	return fmt.Sprintf("%s: %s: %s", strings.Join(e.Argv, " "), e.Exit.String(), strings.TrimSpace(string(e.Output)))
 }
 
 // ExecOutput runs argv inside the capsule, in service's cgroup and with its

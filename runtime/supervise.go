@@ -36,11 +36,6 @@ type serviceProcess struct{ *Service }
 
 func (p serviceProcess) Pid() int { return p.HostPid }
 
-func (p serviceProcess) Exit() supervisor.Exit {
-	e := p.Service.Exit()
-	return supervisor.Exit{Code: e.Code, Signal: e.Signal, OOMKilled: e.OOMKilled, Err: e.Err}
-}
-
 func (p serviceProcess) Stats() (supervisor.Stats, error) {
 	if p.Group == nil {
 		return supervisor.Stats{}, errNoCgroup

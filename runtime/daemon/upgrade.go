@@ -401,7 +401,7 @@ func (d *Daemon) stopLeftInstance(dir string) error {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			if spec := inst.Manifest.Service(a.Name); spec != nil {
-				a.Stop(sctx, spec)
+				_ = supervisor.Terminate(sctx, a.Process(), spec.StopSignal.Num, spec.StopTimeout)
 			}
 			closeAll(a.Stdout, a.Stderr)
 		}()

@@ -2,8 +2,9 @@ package release
 
 import (
 	"fmt"
+	"maps"
 	"path"
-	"sort"
+	"slices"
 )
 
 // DefaultExcludes returns the patterns left out of every capsule: backup and
@@ -76,10 +77,5 @@ func (x *excluder) matchTree(p string, dir bool) bool {
 
 // excluded lists what was left out, sorted.
 func (x *excluder) excluded() []string {
-	out := make([]string, 0, len(x.seen))
-	for p := range x.seen {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(x.seen))
 }

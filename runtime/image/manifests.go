@@ -3,9 +3,10 @@ package image
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -272,13 +273,8 @@ func Nomad(m *specs.Manifest, info ReleaseInfo, o ManifestOptions) []byte {
 }
 
 func writeMap(b *strings.Builder, name string, m map[string]string) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	fmt.Fprintf(b, "%s = {\n", name)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		fmt.Fprintf(b, "    %s = %s\n", hclString(k), hclString(m[k]))
 	}
 	b.WriteString("  }\n")

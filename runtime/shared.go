@@ -34,7 +34,7 @@ type Shared struct {
 	store   *state.Store
 	servers []*proxy.Server // the latest last; shut down at Close
 
-	gate probeGate // its own lock (upgrade_probe.go)
+	gate probeGate // its own lock (shared_probe.go)
 }
 
 // NewShared makes the shared part of capsule's instances.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/metrics"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -83,7 +84,7 @@ func Run(ctx context.Context, o Options) error {
 	o.Owner = runtime.OwnerDaemon
 	d := newDaemon(o)
 	if o.MetricsAddr != "" {
-		ms, err := runtime.StartMetrics(o.MetricsAddr, d.samples, o.Log)
+		ms, err := metrics.Start(o.MetricsAddr, runtime.MetricsBuild(), d.samples, o.Log)
 		if err != nil {
 			return err
 		}

@@ -9,13 +9,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/metrics"
 )
 
 // samples reads every running capsule of the daemon.
-func (d *Daemon) samples() []runtime.CapsuleSample {
+func (d *Daemon) samples() []metrics.Sample {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []runtime.CapsuleSample
+	var out []metrics.Sample
 	for _, n := range slices.Sorted(maps.Keys(d.capsules)) {
 		if m := d.capsules[n]; m.inst != nil && m.sup != nil {
 			out = append(out, runtime.SampleOf(m.inst, m.sup))

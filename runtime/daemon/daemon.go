@@ -37,8 +37,10 @@ type Daemon struct {
 	mu       sync.Mutex // guards capsules, subs and closing
 	capsules map[string]*managed
 	subs     map[chan Event]struct{}
-	// closing is set once the daemon stops: no start begins after it.
+	// closing is set once the daemon stops: no start begins after it;
+	// closed is closed then.
 	closing bool
+	closed  chan struct{}
 	// starts counts the starts under way (Add under mu, while !closing), so
 	// that stopAll waits for them before it stops what they made.
 	starts sync.WaitGroup
@@ -49,7 +51,7 @@ type Daemon struct {
 }
 
 func newDaemon(o Options) *Daemon {
-	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan Event]struct{}{}}
+	d := &Daemon{o: o, capsules: map[string]*managed{}, subs: map[chan Event]struct{}{}, closed: make(chan struct{})}
 	d.launch = d.launchInstance
 	return d
 }
@@ -327,7 +329,10 @@ func (d *Daemon) stop(ctx context.Context, name string) error {
 // the reverse order of names.
 func (d *Daemon) stopAll(ctx context.Context) {
 	d.mu.Lock()
-	d.closing = true
+	if !d.closing {
+		d.closing = true
+		close(d.closed)
+	}
 	d.mu.Unlock()
 	started := make(chan struct{})
 	go func() { d.starts.Wait(); close(started) }()

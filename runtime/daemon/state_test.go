@@ -100,15 +100,7 @@ func TestStopAllStopsAStartUnderWay(t *testing.T) {
 
 	stopped := make(chan struct{})
 	go func() { d.stopAll(context.Background()); close(stopped) }()
-	for { // until stopAll has begun: from then on no start begins
-		d.mu.Lock()
-		closing := d.closing
-		d.mu.Unlock()
-		if closing {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	<-d.closed // stopAll has begun: from now on no start begins
 	if err := d.start("other"); !errors.Is(err, errStopping) {
 		t.Errorf("a start after the stop began: err = %v, want %v", err, errStopping)
 	}

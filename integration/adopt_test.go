@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -20,8 +21,8 @@ func daemonMain(root, runDir, socket string) int {
 	stateRoot := filepath.Join(runDir, "state")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	o := runtime.DaemonOptions{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: stateRoot, Log: zerolog.New(os.Stderr).With().Timestamp().Logger()}, Socket: socket, StopDeadline: 20 * time.Second}
-	if err := runtime.RunDaemon(ctx, o); err != nil {
+	o := daemon.Options{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: stateRoot, Log: zerolog.New(os.Stderr).With().Timestamp().Logger()}, Socket: socket, StopDeadline: 20 * time.Second}
+	if err := daemon.Run(ctx, o); err != nil {
 		println(err.Error())
 		return 1
 	}
@@ -35,7 +36,7 @@ func TestDaemonReadoptsAfterCrash(t *testing.T) {
 	requireRoot(t)
 	o := options(t)
 	installFolder(t, o, filepath.Dir(capsule(t, "services:\n  a:\n    command: "+wl+"sleep 600\n  b:\n    command: "+wl+"sleep 600\n")))
-	if _, _, err := runtime.Enable(o.Root, "itest"); err != nil {
+	if _, _, err := daemon.Enable(o.Root, "itest"); err != nil {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(o.RunDir, "tori.sock")
@@ -49,7 +50,7 @@ func TestDaemonReadoptsAfterCrash(t *testing.T) {
 			t.Logf("daemon log:\n%s", b)
 		}
 	}()
-	daemon := func() *exec.Cmd {
+	startDaemon := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "workload", "daemon", o.Root, o.RunDir, socket)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -57,7 +58,7 @@ func TestDaemonReadoptsAfterCrash(t *testing.T) {
 		}
 		return cmd
 	}
-	client := runtime.NewClient(socket)
+	client := daemon.NewClient(socket)
 	// running waits until both services are ready and returns their pids.
 	running := func(reason supervisor.Reason) map[string]int {
 		t.Helper()
@@ -80,7 +81,7 @@ func TestDaemonReadoptsAfterCrash(t *testing.T) {
 		return nil
 	}
 
-	first := daemon()
+	first := startDaemon()
 	before := running("")
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestDaemonReadoptsAfterCrash(t *testing.T) {
 		}
 	}
 
-	second := daemon()
+	second := startDaemon()
 	after := running(supervisor.ReasonAdopted)
 	for name := range before {
 		if after[name] != before[name] {

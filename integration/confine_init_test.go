@@ -300,7 +300,7 @@ func TestInitSocketCannotBeReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ex := wait(t, b); ex.Signal != unix.SIGKILL {
-		t.Errorf("b ended %s: it was not started by the real init", ex.Reason())
+		t.Errorf("b ended %s: it was not started by the real init", ex.String())
 	}
 	// Anything the impostor heard came before b's start answered.
 	for {
@@ -457,7 +457,7 @@ func TestStateProxyKnowsItsCaller(t *testing.T) {
 			out = append(out, l)
 		}
 		if ex.Code != 0 {
-			t.Fatalf("%s: %s:\n%s", name, ex.Reason(), strings.Join(out, "\n"))
+			t.Fatalf("%s: %s:\n%s", name, ex.String(), strings.Join(out, "\n"))
 		}
 		t.Logf("%s: %s", name, strings.Join(out, "; "))
 	}

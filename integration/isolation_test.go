@@ -124,7 +124,7 @@ func expectLine(t *testing.T, lines <-chan string, prefix string) string {
 	}
 }
 
-func wait(t *testing.T, s *runtime.Service) runtime.ExitInfo {
+func wait(t *testing.T, s *runtime.Service) supervisor.Exit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -144,8 +144,8 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 	inst := start(t, capsule(t, "services:\n  hog:\n    command: "+wl+"alloc 256\n    resources: { MemoryMax: 32M }\n"), options(t))
 	s, _ := service(t, inst, "hog")
 	info := wait(t, s)
-	if !info.OOMKilled || info.Reason() != "oom-killed" {
-		t.Fatalf("exit = %+v (%s), want an OOM kill", info, info.Reason())
+	if !info.OOMKilled {
+		t.Fatalf("exit = %+v (%s), want an OOM kill", info, info.String())
 	}
 }
 
@@ -345,8 +345,8 @@ func TestExecFailureIsPermanent(t *testing.T) {
 	requireRoot(t)
 	inst := start(t, capsule(t, "services:\n  a: { command: /nonexistent-program }\n"), options(t))
 	_, err := inst.StartService(context.Background(), "a", os.Stderr, os.Stderr)
-	var se *runtime.StartError
-	if !errors.As(err, &se) || !se.Perm || se.Errno != "ENOENT" {
+	var se *supervisor.StartError
+	if !errors.As(err, &se) || !se.Perm || !errors.Is(se, unix.ENOENT) {
 		t.Fatalf("error %#v, want a permanent ENOENT start error", err)
 	}
 }
@@ -362,7 +362,7 @@ func TestFastExitingServices(t *testing.T) {
 			t.Fatalf("start %d: %v", i, err)
 		}
 		if info := wait(t, s); info.Code != 0 || info.Signal != 0 {
-			t.Fatalf("run %d: %s", i, info.Reason())
+			t.Fatalf("run %d: %s", i, info.String())
 		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 )
 
 // installFolder builds and installs a folder as a release and returns its

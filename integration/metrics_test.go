@@ -22,15 +22,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
 func metricsDaemonMain(root, runDir, socket, addr string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	o := runtime.DaemonOptions{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: filepath.Join(runDir, "state"),
+	o := daemon.Options{Options: runtime.Options{Root: root, RunDir: runDir, StateRoot: filepath.Join(runDir, "state"),
 		Log: zerolog.New(os.Stderr), MetricsAddr: addr}, Socket: socket, StopDeadline: 20 * time.Second}
-	if err := runtime.RunDaemon(ctx, o); err != nil {
+	if err := daemon.Run(ctx, o); err != nil {
 		println(err.Error())
 		return 1
 	}
@@ -125,7 +126,7 @@ func TestDaemonMetrics(t *testing.T) {
 	requireRoot(t)
 	o := options(t)
 	digest := installFolder(t, o, filepath.Dir(capsule(t, "services:\n  a:\n    command: "+wl+"sleep 600\n  b:\n    command: "+wl+"sleep 600\n")))
-	if _, _, err := runtime.Enable(o.Root, "itest"); err != nil {
+	if _, _, err := daemon.Enable(o.Root, "itest"); err != nil {
 		t.Fatal(err)
 	}
 	socket, addr := filepath.Join(o.RunDir, "tori.sock"), freeAddr(t)
@@ -157,7 +158,7 @@ func TestDaemonMetrics(t *testing.T) {
 		assertNothingLeft(t, o)
 	}
 	defer stop()
-	client := runtime.NewClient(socket)
+	client := daemon.NewClient(socket)
 	pids := map[string]int{}
 	for i := 0; len(pids) < 2; i++ {
 		if i == 300 {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -171,10 +171,10 @@ func TestDaemonRefusesNonRoot(t *testing.T) {
 	}
 	defer os.RemoveAll(sockDir)
 	_ = os.Chmod(sockDir, 0o755)
-	o := runtime.DaemonOptions{Options: options(t), Socket: filepath.Join(sockDir, "tori.sock"), StopDeadline: 10 * time.Second}
+	o := daemon.Options{Options: options(t), Socket: filepath.Join(sockDir, "tori.sock"), StopDeadline: 10 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runtime.RunDaemon(ctx, o) }()
+	go func() { done <- daemon.Run(ctx, o) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -190,7 +190,7 @@ func TestDaemonRefusesNonRoot(t *testing.T) {
 	if fi, err := os.Stat(o.Socket); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket: %v %v", fi, err)
 	}
-	if _, err := runtime.NewClient(o.Socket).Status(context.Background(), ""); err != nil {
+	if _, err := daemon.NewClient(o.Socket).Status(context.Background(), ""); err != nil {
 		t.Fatalf("root is refused: %v", err)
 	}
 	// The test binary, as user nobody, tries to connect: both it and the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 )
 
 // webApp writes an app folder of capsule "web" at version, whose service
@@ -63,7 +64,7 @@ type testDaemon struct {
 	socket string
 	log    *os.File
 	cmd    *exec.Cmd
-	client *runtime.Client
+	client *daemon.Client
 }
 
 func newTestDaemon(t *testing.T, o runtime.Options) *testDaemon {
@@ -72,7 +73,7 @@ func newTestDaemon(t *testing.T, o runtime.Options) *testDaemon {
 		t.Fatal(err)
 	}
 	d := &testDaemon{t: t, o: o, socket: filepath.Join(o.RunDir, "tori.sock"), log: logf}
-	d.client = runtime.NewClient(d.socket)
+	d.client = daemon.NewClient(d.socket)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
@@ -105,9 +106,9 @@ func (d *testDaemon) stop() {
 }
 
 // status waits until cond holds for capsule web's status.
-func (d *testDaemon) waitFor(what string, cond func(runtime.CapsuleStatus) bool) runtime.CapsuleStatus {
+func (d *testDaemon) waitFor(what string, cond func(daemon.CapsuleStatus) bool) daemon.CapsuleStatus {
 	d.t.Helper()
-	var last []runtime.CapsuleStatus
+	var last []daemon.CapsuleStatus
 	for i := 0; i < 600; i++ {
 		st, err := d.client.Status(context.Background(), "web")
 		if err == nil && len(st) == 1 && cond(st[0]) {
@@ -117,10 +118,10 @@ func (d *testDaemon) waitFor(what string, cond func(runtime.CapsuleStatus) bool)
 		time.Sleep(50 * time.Millisecond)
 	}
 	d.t.Fatalf("web never %s: %+v", what, last)
-	return runtime.CapsuleStatus{}
+	return daemon.CapsuleStatus{}
 }
 
-func serving(st runtime.CapsuleStatus) bool {
+func serving(st daemon.CapsuleStatus) bool {
 	return st.State == "running" && len(st.Services) == 1 && st.Services[0].State == "ready"
 }
 
@@ -199,9 +200,9 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func upgrade(t *testing.T, d *testDaemon, ref, kind string) runtime.UpgradeProgress {
+func upgrade(t *testing.T, d *testDaemon, ref, kind string) daemon.UpgradeProgress {
 	t.Helper()
-	v, err := d.client.Upgrade(context.Background(), "web", ref, kind, func(p runtime.UpgradeProgress) {
+	v, err := d.client.Upgrade(context.Background(), "web", ref, kind, func(p daemon.UpgradeProgress) {
 		t.Logf("%s %s %-15s %s", p.Time.Format("15:04:05.000000"), kind, p.Phase, p.Message)
 	})
 	if err != nil {
@@ -223,7 +224,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	quick := "update: { min_healthy_time: 300ms, healthy_deadline: 30s }\n"
 	v1 := installFolder(t, o, webApp(t, "1.0.0", "ok", port, quick))
 	v2 := installFolder(t, o, webApp(t, "2.0.0", "ok", port, quick))
-	if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+	if _, _, err := daemon.Enable(o.Root, v1); err != nil {
 		t.Fatal(err)
 	}
 	d := newTestDaemon(t, o)
@@ -235,7 +236,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 
 	h := startHammer(addr, 4)
 	time.Sleep(200 * time.Millisecond)
-	if v := upgrade(t, d, v2, runtime.KindUpgrade); !v.OK {
+	if v := upgrade(t, d, v2, daemon.KindUpgrade); !v.OK {
 		t.Fatalf("upgrade failed: %s", v.Message)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -259,7 +260,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 
 	h = startHammer(addr, 4)
-	if v := upgrade(t, d, "", runtime.KindRollback); !v.OK {
+	if v := upgrade(t, d, "", daemon.KindRollback); !v.OK {
 		t.Fatalf("rollback failed: %s", v.Message)
 	}
 	h.stop(t)
@@ -289,7 +290,7 @@ func TestUpgradeRollsBackByItself(t *testing.T) {
 	v1 := installFolder(t, o, webApp(t, "1.0.0", "ok", port, ""))
 	never := installFolder(t, o, webApp(t, "2.0.0", "never-ready", port, "update: { min_healthy_time: 0s, healthy_deadline: 2s }\n"))
 	crash := installFolder(t, o, webApp(t, "2.0.1", "crash", port, ""))
-	if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+	if _, _, err := daemon.Enable(o.Root, v1); err != nil {
 		t.Fatal(err)
 	}
 	d := newTestDaemon(t, o)
@@ -297,19 +298,19 @@ func TestUpgradeRollsBackByItself(t *testing.T) {
 	d.waitFor("served", serving)
 	h := startHammer(addr, 2)
 
-	done := make(chan runtime.UpgradeProgress, 1)
+	done := make(chan daemon.UpgradeProgress, 1)
 	go func() {
-		v, _ := d.client.Upgrade(context.Background(), "web", never, runtime.KindUpgrade, func(runtime.UpgradeProgress) {})
+		v, _ := d.client.Upgrade(context.Background(), "web", never, daemon.KindUpgrade, func(daemon.UpgradeProgress) {})
 		done <- v
 	}()
-	d.waitFor("upgrading", func(st runtime.CapsuleStatus) bool { return st.Upgrade != nil })
-	if _, err := d.client.Upgrade(context.Background(), "web", crash, runtime.KindUpgrade, func(runtime.UpgradeProgress) {}); err == nil || !strings.Contains(err.Error(), "already under way") {
+	d.waitFor("upgrading", func(st daemon.CapsuleStatus) bool { return st.Upgrade != nil })
+	if _, err := d.client.Upgrade(context.Background(), "web", crash, daemon.KindUpgrade, func(daemon.UpgradeProgress) {}); err == nil || !strings.Contains(err.Error(), "already under way") {
 		t.Errorf("a second upgrade at once: %v", err)
 	}
 	if v := <-done; v.OK || !strings.Contains(v.Message, "not ready within healthy_deadline") {
 		t.Errorf("never-ready release: ok=%v %q", v.OK, v.Message)
 	}
-	if v := upgrade(t, d, crash, runtime.KindUpgrade); v.OK || !strings.Contains(v.Message, "crashed") {
+	if v := upgrade(t, d, crash, daemon.KindUpgrade); v.OK || !strings.Contains(v.Message, "crashed") {
 		t.Errorf("crashing release: ok=%v %q", v.OK, v.Message)
 	}
 	h.stop(t)
@@ -334,14 +335,14 @@ func TestUpgradeRollsBackByItself(t *testing.T) {
 func TestUpgradeDaemonKilled(t *testing.T) {
 	requireRoot(t)
 	for _, tc := range []struct {
-		phase            runtime.Phase
+		phase            daemon.Phase
 		oldMode, newMode string
 		update           string
 		keepNew          bool
 	}{
-		{runtime.PhaseWaitingReady, "ok", "never-ready", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", false},
-		{runtime.PhaseWaitingHealthy, "ok", "ok", "update: { min_healthy_time: 60s, healthy_deadline: 120s }\n", false},
-		{runtime.PhaseSwitching, "slow-stop", "ok", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", true},
+		{daemon.PhaseWaitingReady, "ok", "never-ready", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", false},
+		{daemon.PhaseWaitingHealthy, "ok", "ok", "update: { min_healthy_time: 60s, healthy_deadline: 120s }\n", false},
+		{daemon.PhaseSwitching, "slow-stop", "ok", "update: { min_healthy_time: 0s, healthy_deadline: 60s }\n", true},
 	} {
 		t.Run(string(tc.phase), func(t *testing.T) {
 			o := options(t)
@@ -349,7 +350,7 @@ func TestUpgradeDaemonKilled(t *testing.T) {
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			v1 := installFolder(t, o, webApp(t, "1.0.0", tc.oldMode, port, ""))
 			v2 := installFolder(t, o, webApp(t, "2.0.0", tc.newMode, port, tc.update))
-			if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+			if _, _, err := daemon.Enable(o.Root, v1); err != nil {
 				t.Fatal(err)
 			}
 			d := newTestDaemon(t, o)
@@ -357,9 +358,9 @@ func TestUpgradeDaemonKilled(t *testing.T) {
 			d.waitFor("served", serving)
 			h := startHammer(addr, 2)
 			go func() {
-				_, _ = d.client.Upgrade(context.Background(), "web", v2, runtime.KindUpgrade, func(runtime.UpgradeProgress) {})
+				_, _ = d.client.Upgrade(context.Background(), "web", v2, daemon.KindUpgrade, func(daemon.UpgradeProgress) {})
 			}()
-			d.waitFor("in phase "+string(tc.phase), func(st runtime.CapsuleStatus) bool {
+			d.waitFor("in phase "+string(tc.phase), func(st daemon.CapsuleStatus) bool {
 				return st.Upgrade != nil && st.Upgrade.Phase == tc.phase
 			})
 			d.kill()
@@ -369,7 +370,7 @@ func TestUpgradeDaemonKilled(t *testing.T) {
 			if tc.keepNew {
 				want = v2
 			}
-			st := d.waitFor("serving one release", func(st runtime.CapsuleStatus) bool { return serving(st) && st.Release == want })
+			st := d.waitFor("serving one release", func(st daemon.CapsuleStatus) bool { return serving(st) && st.Release == want })
 			time.Sleep(200 * time.Millisecond)
 			h.stop(t)
 			if st.Upgrade != nil {
@@ -410,14 +411,14 @@ func TestUpgradeProbeOnSharedSocket(t *testing.T) {
 	ready := fmt.Sprintf("{ http: \"http://127.0.0.1:%d/\", interval: 200ms, timeout: 300ms, retries: 100 }", port)
 	v1 := installFolder(t, o, webAppReady(t, "1.0.0", "ok", port, "", ready))
 	stuck := installFolder(t, o, webAppReady(t, "2.0.0", "never-ready", port, "update: { min_healthy_time: 0s, healthy_deadline: 2s }\n", ready))
-	if _, _, err := runtime.Enable(o.Root, v1); err != nil {
+	if _, _, err := daemon.Enable(o.Root, v1); err != nil {
 		t.Fatal(err)
 	}
 	d := newTestDaemon(t, o)
 	d.start()
 	d.waitFor("served", serving)
 	h := startHammer(fmt.Sprintf("127.0.0.1:%d", port), 2)
-	if v := upgrade(t, d, stuck, runtime.KindUpgrade); v.OK || !strings.Contains(v.Message, "not ready within healthy_deadline") {
+	if v := upgrade(t, d, stuck, daemon.KindUpgrade); v.OK || !strings.Contains(v.Message, "not ready within healthy_deadline") {
 		t.Errorf("a release that never accepts, probed on the shared port: ok=%v %q", v.OK, v.Message)
 	}
 	h.stop(t)

@@ -14,8 +14,9 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/tori-run/tori-run/cgroups"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/supervisor"
 )
 
 // AdoptedService is a service that kept running while no tori-run watched
@@ -25,6 +26,9 @@ type AdoptedService struct {
 	*Service
 	Stdout, Stderr *os.File
 }
+
+// Process is the service as a supervisor tracks it (supervisor.Adopt).
+func (a AdoptedService) Process() supervisor.Process { return serviceProcess{a.Service} }
 
 // FindAdoptable returns the folder of an instance of capsule that a daemon
 // made and whose tori-run is gone (its lock is free), or "".
@@ -201,7 +205,7 @@ func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
 		closeFiles(files)
 		if err != nil {
 			for _, s := range byPid {
-				s.ended(ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()})
+				s.ended(supervisor.Exit{Code: -1, Err: "lost the capsule's init: " + err.Error()})
 			}
 			return
 		}

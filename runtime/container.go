@@ -19,8 +19,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/internal/atomicfile"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/image"
-	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"
@@ -364,10 +365,7 @@ func writeStatus(file, capsule string, st []supervisor.ServiceStatus, log zerolo
 	cs := ContainerStatus{Capsule: capsule, Ready: containerReady(st), Services: st}
 	b, err := json.MarshalIndent(cs, "", "  ")
 	if err == nil {
-		tmp := file + ".tmp"
-		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-			err = os.Rename(tmp, file)
-		}
+		err = atomicfile.WriteFile(file, append(b, '\n'), 0o644)
 	}
 	if err != nil {
 		log.Warn().Err(err).Str("file", file).Msg("writing the status file")

@@ -137,7 +137,7 @@ func (r *reaper) start(label, prog string, argv, env []string, dir string, cred 
 	defer r.mu.Unlock()
 	pid, err := syscall.ForkExec(prog, argv, attr)
 	if err != nil {
-		return nil, &supervisor.StartError{Service: label, Err: fmt.Errorf("%s: %w", prog, err), Perm: permanentErrno(errnoName(err))}
+		return nil, &supervisor.StartError{Service: label, Err: fmt.Errorf("%s: %w", prog, err), Perm: supervisor.PermanentErrno(err)}
 	}
 	p := &childProc{pid: pid, done: make(chan struct{}), r: r}
 	if pidfd >= 0 { // CLONE_PIDFD: Linux 5.3 and later
@@ -145,14 +145,6 @@ func (r *reaper) start(label, prog string, argv, env []string, dir string, cred 
 	}
 	r.procs[pid] = p
 	return p, nil
-}
-
-func errnoName(err error) string {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return unix.ErrnoName(e)
-	}
-	return ""
 }
 
 // signalAll sends sig to every live service process.

@@ -1,7 +1,16 @@
 package runtime
 
-// What validate reports, on every OS; the checks of the host itself are in
-// hostcheck.go (Linux).
+import (
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/tori-run/tori-run/specs"
+)
+
+// What validate reports, on every OS: the vocabulary of findings that
+// runtime/hostcheck gathers (host checks, validate) and that runtime's own
+// confinement and rootless checks produce.
 
 // Status is the outcome of one host check.
 type Status string
@@ -25,16 +34,6 @@ type Finding struct {
 	Field   string `json:"field,omitempty"`
 }
 
-// HostOptions says what CheckHost checks the host for.
-type HostOptions struct {
-	// StateDir is where capsule state lives (TORI_STATE_ROOT); empty means DefaultStateRoot.
-	StateDir string
-	// Python is the version the manifest wants ("3.10"); empty if it asks none, and then python3 is not checked.
-	Python string
-	// Directives are the resource directives the manifest sets (CPUQuota, MemoryMax, ...); empty reports all.
-	Directives []string
-}
-
 // SystemPath is the PATH of a capsule on the `host` layer: only the host's system folders are bound into it,
 // so this is where its python3 is looked for, not in the caller's $PATH.
 const SystemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,3 +51,33 @@ func WorstStatus(fs []Finding) Status {
 	}
 	return worst
 }
+
+// Location is where a finding points: file[:line[:column]] and the field,
+// as "capsule.yml:12:5: services.web.stop_signal", or "" when nowhere.
+func (f Finding) Location() string {
+	var b strings.Builder
+	b.WriteString(f.File)
+	if f.File != "" && f.Line > 0 {
+		fmt.Fprintf(&b, ":%d", f.Line)
+		if f.Column > 0 {
+			fmt.Fprintf(&b, ":%d", f.Column)
+		}
+	}
+	if f.Field != "" {
+		if b.Len() > 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(f.Field)
+	}
+	return b.String()
+}
+
+// ConfinementFinding says what confines capsule m (its filter and
+// capabilities; off Linux only the filter it asks for).
+func ConfinementFinding(m *specs.Manifest) Finding { return confinementFinding(m) }
+
+// SeccompSupportFinding says whether this tori-run can apply filters here.
+func SeccompSupportFinding() Finding { return seccompSupportFinding() }
+
+// CheckSeccompProfile checks the capsule's own seccomp profile in app.
+func CheckSeccompProfile(m *specs.Manifest, app fs.FS) error { return checkSeccompProfile(m, app) }

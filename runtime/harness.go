@@ -20,7 +20,7 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/overlay"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -155,7 +155,7 @@ func resolveHarnessed(ctx context.Context, ref string, o HarnessOptions) (*Targe
 	if o.SourceRoot != "" {
 		src.Root = o.SourceRoot
 	}
-	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && isArchiveName(ref) {
+	if fi, err := os.Stat(ref); err == nil && !fi.IsDir() && release.IsArchiveName(ref) {
 		root := o.Root
 		if o.ArchiveCache != "" {
 			root = o.ArchiveCache
@@ -366,12 +366,12 @@ func (h *Harnessed) report(st []supervisor.ServiceStatus) string {
 // ExecError is a command run by ExecOutput that did not exit 0.
 type ExecError struct {
 	Argv   []string
-	Exit   ExitInfo
+	Exit   supervisor.Exit
 	Output []byte
 }
 
 func (e *ExecError) Error() string {
-	return fmt.Sprintf("%s: %s: %s", strings.Join(e.Argv, " "), e.Exit.Reason(), strings.TrimSpace(string(e.Output)))
+	return fmt.Sprintf("%s: %s: %s", strings.Join(e.Argv, " "), e.Exit.String(), strings.TrimSpace(string(e.Output)))
 }
 
 // ExecOutput runs argv inside the capsule, in service's cgroup and with its

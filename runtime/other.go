@@ -26,21 +26,10 @@ func NeedLinux(command string) error {
 // MaybeInit does nothing off Linux: there is no container init to run.
 func MaybeInit() {}
 
-// CheckHost on other systems reports that capsules run only on Linux.
-func CheckHost(HostOptions) []Finding {
-	return []Finding{{Check: "host", Status: StatusFail,
-		Message: fmt.Sprintf("this is %s/%s: capsules run only on Linux (namespaces, cgroups, OverlayFS); the host checks need the Linux host that will run the capsule", goruntime.GOOS, goruntime.GOARCH),
-		Hint:    "run tori-run validate --host on that Linux host; the manifest, app and archive checks above hold here too"}}
-}
-
 // Options off Linux: only what validate reads (no capsule runs here).
 type Options struct {
 	StateRoot string
 }
-
-// checkVolumesOnHost: volumes are the Linux host's to allow; CheckHost
-// already says that the host checks need it.
-func (r *Report) checkVolumesOnHost(*specs.Manifest, ValidateOptions) {}
 
 func seccompSupportFinding() Finding {
 	return Finding{Check: "seccomp", Status: StatusFail, Message: "seccomp filters are applied on the Linux host that runs the capsule",

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // detectCgroups is cgroups.Detect without its probe on every run: the probe
@@ -95,14 +96,7 @@ func (p *probeCache) save() {
 	if err != nil || os.MkdirAll(filepath.Dir(p.path), 0o700) != nil {
 		return
 	}
-	tmp := fmt.Sprintf("%s.%d.tmp", p.path, os.Getpid())
-	if os.WriteFile(tmp, b, 0o600) != nil {
-		_ = os.Remove(tmp)
-		return
-	}
-	if os.Rename(tmp, p.path) != nil {
-		_ = os.Remove(tmp)
-	}
+	_ = atomicfile.WriteFile(p.path, b, 0o600) // a cache: a failed write is a miss next time
 }
 
 // ReadFile reads path.

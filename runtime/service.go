@@ -19,46 +19,33 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
-	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/supervisor"
 )
 
-// ExitInfo says how a service ended.
-type ExitInfo struct {
-	Code      int            `json:"code"`             // exit status, or 128+signal
-	Signal    syscall.Signal `json:"signal,omitempty"` // the signal that ended it, if any
-	OOMKilled bool           `json:"oom_killed,omitempty"`
-	Err       string         `json:"error,omitempty"` // the connection to the init was lost, for example
+// startFailure is the init's account of a failed start: its message, and
+// the errno (by name) it failed with, which errors.Is can test.
+type startFailure struct {
+	msg   string
+	errno syscall.Errno
 }
 
-// Reason is a short word for how the service ended: exited, killed,
-// oom-killed, lost.
-func (e ExitInfo) Reason() string {
-	switch {
-	case e.OOMKilled:
-		return "oom-killed"
-	case e.Err != "":
-		return "lost"
-	case e.Signal != 0:
-		return "killed by " + unix.SignalName(e.Signal)
-	default:
-		return fmt.Sprintf("exited with status %d", e.Code)
+func (e *startFailure) Error() string { return e.msg }
+func (e *startFailure) Unwrap() error {
+	if e.errno == 0 {
+		return nil
 	}
+	return e.errno
 }
 
-// StartError is a service that could not be started. Retrying cannot fix an
-// exec error (ENOENT, EACCES, ENOEXEC): Permanent says so, for the
-// supervisor's restart decision.
-type StartError struct {
-	Service string
-	Errno   string
-	Msg     string
-	Perm    bool
+// errnoNamed is the errno unix.ErrnoName calls name (0 if none).
+func errnoNamed(name string) syscall.Errno {
+	for e := syscall.Errno(1); e < 4096 && name != ""; e++ {
+		if unix.ErrnoName(e) == name {
+			return e
+		}
+	}
+	return 0
 }
-
-func (e *StartError) Error() string { return fmt.Sprintf("starting %s: %s", e.Service, e.Msg) }
-
-// Permanent says whether retrying cannot help (the supervisor asks).
-func (e *StartError) Permanent() bool { return e.Perm }
 
 // Service is a running service of an instance: a process started by the
 // capsule's init, tracked by pidfd (never by its pid number), in its own
@@ -75,7 +62,7 @@ type Service struct {
 	done    chan struct{}
 	endOnce sync.Once
 	mu      sync.Mutex // guards exit and pidfd
-	exit    ExitInfo
+	exit    supervisor.Exit
 }
 
 // StartService starts the named service in its own cgroup (with its
@@ -194,7 +181,8 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	if !rep.OK {
 		conn.Close()
 		closeFiles(files)
-		return nil, &StartError{Service: label, Errno: rep.Errno, Msg: rep.Error, Perm: permanentErrno(rep.Errno)}
+		fail := &startFailure{msg: rep.Error, errno: errnoNamed(rep.Errno)}
+		return nil, &supervisor.StartError{Service: label, Err: fail, Perm: supervisor.PermanentErrno(fail)}
 	}
 	if len(files) != 1 {
 		conn.Close()
@@ -240,7 +228,7 @@ func (i *Instance) Exec(ctx context.Context, service string, argv []string) erro
 	}
 	if e := p.Exit(); e.Code != 0 || e.Signal != 0 {
 		_ = r.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		return fmt.Errorf("%s: %s: %s", strings.Join(argv, " "), e.Reason(), strings.TrimSpace(string(<-out)))
+		return fmt.Errorf("%s: %s: %s", strings.Join(argv, " "), e.String(), strings.TrimSpace(string(<-out)))
 	}
 	return nil
 }
@@ -265,14 +253,6 @@ func pidfdPid(f *os.File) int {
 	return 0
 }
 
-func permanentErrno(e string) bool {
-	switch e {
-	case "ENOENT", "EACCES", "ENOEXEC", "EPERM", "ENOTDIR", "ELOOP", "ENAMETOOLONG":
-		return true
-	}
-	return false
-}
-
 // awaitExit waits for the init's exit message (or a lost connection).
 func (s *Service) awaitExit() {
 	var ex initExit
@@ -280,19 +260,19 @@ func (s *Service) awaitExit() {
 	closeFiles(files)
 	_ = s.conn.Close()
 	if err != nil {
-		s.ended(ExitInfo{Code: -1, Err: "lost the capsule's init: " + err.Error()})
+		s.ended(supervisor.Exit{Code: -1, Err: "lost the capsule's init: " + err.Error()})
 		return
 	}
 	s.ended(exitInfo(ex))
 }
 
-func exitInfo(ex initExit) ExitInfo {
-	return ExitInfo{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
+func exitInfo(ex initExit) supervisor.Exit {
+	return supervisor.Exit{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
 }
 
 // ended records how the service ended (an OOM kill is read from its
 // cgroup) and closes Done; only the first call counts.
-func (s *Service) ended(info ExitInfo) {
+func (s *Service) ended(info supervisor.Exit) {
 	s.endOnce.Do(func() {
 		if s.Group != nil { // nil: no cgroups (rootless_run.go)
 			if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
@@ -314,19 +294,19 @@ func (s *Service) ended(info ExitInfo) {
 func (s *Service) Done() <-chan struct{} { return s.done }
 
 // Exit is how the service ended; valid once Done is closed.
-func (s *Service) Exit() ExitInfo {
+func (s *Service) Exit() supervisor.Exit {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.exit
 }
 
 // Wait waits for the service to exit or ctx to end.
-func (s *Service) Wait(ctx context.Context) (ExitInfo, error) {
+func (s *Service) Wait(ctx context.Context) (supervisor.Exit, error) {
 	select {
 	case <-s.done:
 		return s.Exit(), nil
 	case <-ctx.Done():
-		return ExitInfo{}, ctx.Err()
+		return supervisor.Exit{}, ctx.Err()
 	}
 }
 
@@ -352,20 +332,4 @@ func (s *Service) Kill() error {
 		return s.Signal(unix.SIGKILL)
 	}
 	return s.Group.Kill()
-}
-
-// Stop sends the service's stop signal, waits up to its stop timeout, then
-// kills its whole tree; it returns how the service ended.
-func (s *Service) Stop(ctx context.Context, spec *specs.Service) ExitInfo {
-	_ = s.Signal(spec.StopSignal.Num)
-	tctx, cancel := context.WithTimeout(ctx, spec.StopTimeout)
-	defer cancel()
-	if info, err := s.Wait(tctx); err == nil {
-		// The main process is gone; children it left behind go with the cgroup.
-		_ = s.Kill()
-		return info
-	}
-	_ = s.Kill()
-	<-s.done
-	return s.Exit()
 }

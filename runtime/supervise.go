@@ -36,11 +36,6 @@ type serviceProcess struct{ *Service }
 
 func (p serviceProcess) Pid() int { return p.HostPid }
 
-func (p serviceProcess) Exit() supervisor.Exit {
-	e := p.Service.Exit()
-	return supervisor.Exit{Code: e.Code, Signal: e.Signal, OOMKilled: e.OOMKilled, Err: e.Err}
-}
-
 func (p serviceProcess) Stats() (supervisor.Stats, error) {
 	if p.Group == nil {
 		return supervisor.Stats{}, errNoCgroup
@@ -82,7 +77,7 @@ func (c capsuleProber) Probe(ctx context.Context, service string, p *supervisor.
 		if c.inst.Manifest.Network == specs.NetworkNone {
 			return fmt.Errorf("%s probes cannot reach a capsule with network: none; use an exec probe", p.Kind)
 		}
-		defer c.inst.opts.Shared.probeAlone(c.inst, p)() // during an upgrade (upgrade_probe.go)
+		defer c.inst.opts.Shared.probeAlone(c.inst, p)() // during an upgrade (shared_probe.go)
 		return supervisor.HostProber{}.Probe(ctx, service, p)
 	}
 	return c.inst.Exec(ctx, service, p.Exec)

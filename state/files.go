@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // Row is the schema of the Parquet files, one row per record (docs/STATE.md).
@@ -232,7 +234,7 @@ func (w *dataWriter) finish(sync syncFunc) (_ fileMeta, err error) {
 	if err := os.Rename(w.f.Name(), final); err != nil {
 		return fileMeta{}, fmt.Errorf("rename %s to %s: %w", w.f.Name(), final, err)
 	}
-	return w.meta, syncDir(w.dir)
+	return w.meta, atomicfile.SyncDir(w.dir)
 }
 
 func (w *dataWriter) abort() {

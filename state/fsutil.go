@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // syncFunc makes a file's data durable. The store calls it through
@@ -23,19 +25,6 @@ func fdatasync(f *os.File) error {
 			return nil
 		}
 	}
-}
-
-// syncDir makes the entries of dir (creations, renames, removals) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open folder %s to fsync it: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync folder %s: %w", dir, err)
-	}
-	return nil
 }
 
 // publish writes data through write into a temporary file in dir, fsyncs it,
@@ -66,7 +55,7 @@ func publish(dir, name string, sync syncFunc, write func(f *os.File) error) (err
 	if err = os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // isNoSpace reports whether err means the disk or a disk quota is full.
@@ -93,5 +82,5 @@ func mkdirAllSync(dir string, perm os.FileMode) error {
 	if err := os.Mkdir(dir, perm); err != nil && !os.IsExist(err) {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	return syncDir(parent)
+	return atomicfile.SyncDir(parent)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gofrs/flock"
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // Problem is one thing Check found wrong, or one thing Repair dropped.
@@ -205,7 +207,7 @@ func Repair(dir string, opts Options) (Report, error) {
 		return rep, fmt.Errorf("repair: %w", err)
 	}
 	for _, d := range []string{walDir, manDir, dataDir} {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return rep, err
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 const walSuffix = ".wal"
@@ -50,7 +52,7 @@ func (w *wal) create(index uint64) error {
 		return fmt.Errorf("create log segment: %w", err)
 	}
 	// The segment's name must be durable before any write to it is acknowledged.
-	if err := syncDir(w.dir); err != nil {
+	if err := atomicfile.SyncDir(w.dir); err != nil {
 		f.Close()
 		os.Remove(path)
 		return err

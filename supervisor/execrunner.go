@@ -67,7 +67,7 @@ func (r *ExecRunner) Start(_ context.Context, name string, out Output) (Process,
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, &StartError{Service: name, Err: err, Perm: permanentErrno(err)}
+		return nil, &StartError{Service: name, Err: err, Perm: PermanentErrno(err)}
 	}
 	p := &execProcess{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go p.wait()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/internal/atomicfile"
 )
 
 // persisted is what Options.StateDir keeps of a service, for a supervisor
@@ -106,34 +108,18 @@ func readFileIn(dir, name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// writeFileAtomic writes v as JSON to dir/name: a temporary file beside it,
-// then renameat, which replaces whatever name was (a symlink too) without
-// following it.
+// writeFileAtomic writes v as JSON to dir/name, whole and durably, without
+// following a symlink (atomicfile.WriteFile).
 func writeFileAtomic(dir, name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("%q: one file name expected", name)
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	tmp := name + ".tmp"
-	f, err := openIn(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(b)
-	if err := errors.Join(werr, f.Close()); err != nil {
-		_ = unix.Unlink(f.Name())
-		return err
-	}
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(dfd)
-	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
-		return &os.PathError{Op: "rename", Path: filepath.Join(dir, name), Err: err}
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, name), b, 0o640)
 }

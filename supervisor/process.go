@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -136,25 +138,48 @@ func (s *Supervisor) stopProcess(svc *service, h *loopHandle, p Process, why Rea
 		sig = syscall.SIGTERM
 	}
 	s.transition(svc, StateStopping, why, fmt.Sprintf("sent %s", sigName(sig)), Event{Type: EventStopping, Pid: p.Pid()})
-	if err := p.Signal(sig); err != nil {
-		s.opts.Log.Warn().Err(err).Str("service", svc.cfg.Name).Msg("stop signal")
+	for _, err := range terminate(p, sig, svc.cfg.StopTimeout, s.opts.Clock, h.kill) {
+		s.opts.Log.Warn().Err(err).Str("service", svc.cfg.Name).Msg("stopping the service")
 	}
-	if svc.cfg.StopTimeout > 0 {
-		t := timer{clock: s.opts.Clock}
-		t.arm(svc.cfg.StopTimeout)
+}
+
+// Terminate stops a process no supervisor runs (one a dead supervisor
+// left, adopted only to be stopped) as a supervisor stops its own: sig
+// (SIGTERM when 0), then after timeout, or at once when ctx ends, a kill of
+// the whole tree, and again once the main process ended. It returns once
+// the main process has ended.
+func Terminate(ctx context.Context, p Process, sig syscall.Signal, timeout time.Duration) error {
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	return errors.Join(terminate(p, sig, timeout, RealClock{}, ctx.Done())...)
+}
+
+// terminate is the one stop sequence: sig, up to timeout for the main
+// process to end (abort cuts it short), the tree killed, the end waited
+// for, and the tree killed again for what the main process left.
+func terminate(p Process, sig syscall.Signal, timeout time.Duration, clock Clock, abort <-chan struct{}) []error {
+	var errs []error
+	if err := p.Signal(sig); err != nil {
+		errs = append(errs, fmt.Errorf("stop signal %s: %w", sigName(sig), err))
+	}
+	if timeout > 0 {
+		t := timer{clock: clock}
+		t.arm(timeout)
 		select {
 		case <-p.Done():
 		case <-t.C():
 			t.fired()
-		case <-h.kill:
+		case <-abort:
 		}
 		t.stop()
 	}
 	if err := p.Kill(); err != nil {
-		s.opts.Log.Error().Err(err).Str("service", svc.cfg.Name).Msg("killing the service's tree")
+		errs = append(errs, fmt.Errorf("killing the tree: %w", err))
 	}
 	<-p.Done()
 	_ = p.Kill()
+	return errs
 }
 
 // ended records how p ended. why overrides the exit's own reason (a stop,

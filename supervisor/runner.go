@@ -122,8 +122,9 @@ func (e *StartError) Error() string   { return fmt.Sprintf("starting %s: %v", e.
 func (e *StartError) Unwrap() error   { return e.Err }
 func (e *StartError) Permanent() bool { return e.Perm }
 
-// permanentErrno lists the exec errors that a restart cannot fix.
-func permanentErrno(err error) bool {
+// PermanentErrno says whether err is (or wraps) an exec error that a
+// restart cannot fix: a missing binary, no permission, an exec format error.
+func PermanentErrno(err error) bool {
 	for _, e := range []error{unix.ENOENT, unix.EACCES, unix.ENOEXEC, unix.EPERM, unix.ENOTDIR, unix.ELOOP, unix.ENAMETOOLONG} {
 		if errors.Is(err, e) {
 			return true

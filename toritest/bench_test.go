@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/toritest"
 )
 

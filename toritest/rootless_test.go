@@ -19,8 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/runtime/hostcheck"
 	"github.com/tori-run/tori-run/toritest"
 )
 
@@ -379,15 +380,15 @@ func subIDChild(t *testing.T) {
 }
 
 // subidsFinding is validate --host's rootless/subids finding.
-func subidsFinding(t *testing.T) runtime.Finding {
+func subidsFinding(t *testing.T) hostcheck.Finding {
 	t.Helper()
-	for _, f := range runtime.CheckHost(runtime.HostOptions{}) {
+	for _, f := range hostcheck.CheckHost(hostcheck.HostOptions{}) {
 		if f.Check == "rootless/subids" {
 			return f
 		}
 	}
 	t.Fatal("validate --host has no rootless/subids finding")
-	return runtime.Finding{}
+	return hostcheck.Finding{}
 }
 
 // childOutput runs cmd (a copy of the test binary) for its output. A copy

@@ -18,8 +18,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/release"
 	torirt "github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 	"github.com/tori-run/tori-run/toritest"
 )
 

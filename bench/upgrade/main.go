@@ -31,8 +31,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/runtime/daemon"
 )
 
 func init() {
@@ -81,14 +82,14 @@ func run(n, workers int) error {
 		}
 		digests = append(digests, d)
 	}
-	if _, _, err := runtime.Enable(o.Root, digests[0]); err != nil {
+	if _, _, err := daemon.Enable(o.Root, digests[0]); err != nil {
 		return err
 	}
 	socket := filepath.Join(tmp, "tori.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runtime.RunDaemon(ctx, runtime.DaemonOptions{Options: o, Socket: socket, StopDeadline: 30 * time.Second})
+		done <- daemon.Run(ctx, daemon.Options{Options: o, Socket: socket, StopDeadline: 30 * time.Second})
 	}()
 	defer func() {
 		cancel()
@@ -96,7 +97,7 @@ func run(n, workers int) error {
 			fmt.Fprintln(os.Stderr, "daemon:", err)
 		}
 	}()
-	c := runtime.NewClient(socket)
+	c := daemon.NewClient(socket)
 	if err := waitServing(c); err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func run(n, workers int) error {
 	failedAt := 0
 	for i := range n {
 		before := h.fail.Load()
-		v, err := c.Upgrade(context.Background(), "web", digests[(i+1)%2], runtime.KindUpgrade, func(p runtime.UpgradeProgress) {
+		v, err := c.Upgrade(context.Background(), "web", digests[(i+1)%2], daemon.KindUpgrade, func(p daemon.UpgradeProgress) {
 			if os.Getenv("BENCH_VERBOSE") != "" {
 				fmt.Fprintf(os.Stderr, "%s %s %s\n", p.Time.Format("15:04:05.000000"), p.Phase, p.Message)
 			}
@@ -171,7 +172,7 @@ update: { min_healthy_time: 0s, healthy_deadline: 30s }
 	return res.Digest, nil
 }
 
-func waitServing(c *runtime.Client) error {
+func waitServing(c *daemon.Client) error {
 	for range 600 {
 		st, err := c.Status(context.Background(), "web")
 		if err == nil && len(st) == 1 && len(st[0].Services) == 1 && st[0].Services[0].State == "ready" {

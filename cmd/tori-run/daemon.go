@@ -13,11 +13,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
 	var (
-		o           runtime.DaemonOptions
+		o           daemon.Options
 		hf          hostFlags
 		limits      stateLimits
 		metricsAddr string
@@ -42,10 +43,10 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 				return err
 			}
 			o.MetricsAddr = metricsAddr
-			return runtime.RunDaemon(cmd.Context(), o)
+			return daemon.Run(cmd.Context(), o)
 		},
 	}
-	c.Flags().StringVar(&o.Socket, "socket", runtime.DefaultControlSocket, "the control API's Unix socket")
+	c.Flags().StringVar(&o.Socket, "socket", daemon.DefaultSocket, "the control API's Unix socket")
 	c.Flags().DurationVar(&o.StopDeadline, "stop-deadline", time.Minute, "time to stop every capsule at SIGTERM")
 	c.Flags().StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup to create the capsules' cgroups under (default: under tori-run's own)")
 	c.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) at this address, e.g. 127.0.0.1:9464")
@@ -55,7 +56,7 @@ back after a reboot. On SIGTERM it stops every capsule in order within
 }
 
 func socketFlag(c *cobra.Command, p *string) {
-	c.Flags().StringVar(p, "socket", runtime.DefaultControlSocket, "the daemon's control socket")
+	c.Flags().StringVar(p, "socket", daemon.DefaultSocket, "the daemon's control socket")
 }
 
 func newActCmd(g *globals, action, short string) *cobra.Command {
@@ -65,7 +66,7 @@ func newActCmd(g *globals, action, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := runtime.NewClient(socket).Act(cmd.Context(), action, args[0]); err != nil {
+			if err := daemon.NewClient(socket).Act(cmd.Context(), action, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "%s: %s requested\n", args[0], action)
@@ -90,13 +91,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				name = args[0]
 			}
-			st, err := runtime.NewClient(socket).Status(cmd.Context(), name)
+			st, err := daemon.NewClient(socket).Status(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				if st == nil {
-					st = []runtime.CapsuleStatus{}
+					st = []daemon.CapsuleStatus{}
 				}
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -111,7 +112,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func printStatus(g *globals, st []runtime.CapsuleStatus) {
+func printStatus(g *globals, st []daemon.CapsuleStatus) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CAPSULE/SERVICE\tSTATE\tREASON\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tMEMORY\tCPU")
 	for _, c := range st {
@@ -219,7 +220,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 		Short: "Stream supervision events: started, ready, exited, oom-killed, restarting, failed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return quietOnSignal(cmd, runtime.NewClient(socket).Events(cmd.Context(), func(ev runtime.DaemonEvent) error {
+			return quietOnSignal(cmd, daemon.NewClient(socket).Events(cmd.Context(), func(ev daemon.Event) error {
 				if asJSON {
 					b, _ := json.Marshal(ev)
 					_, err := fmt.Fprintln(g.stdout, string(b))
@@ -266,7 +267,7 @@ func newEnableCmd(g *globals) *cobra.Command {
 			if err := runtime.CheckVolumes(args[0], o); err != nil {
 				return err
 			}
-			name, digest, err := runtime.Enable(g.root, args[0])
+			name, digest, err := daemon.Enable(g.root, args[0])
 			if err != nil {
 				return err
 			}
@@ -274,7 +275,7 @@ func newEnableCmd(g *globals) *cobra.Command {
 			if len(hf.allow) > 0 {
 				fmt.Fprintf(g.stdout, "the daemon must allow the same volumes: run it with the same --allow-volume flags, or list them in its host configuration\n")
 			}
-			if err := runtime.NewClient(socket).Act(cmd.Context(), "start", name); err != nil {
+			if err := daemon.NewClient(socket).Act(cmd.Context(), "start", name); err != nil {
 				fmt.Fprintf(g.stdout, "not started now: %v\n", err)
 			}
 			return nil
@@ -292,10 +293,10 @@ func newDisableCmd(g *globals) *cobra.Command {
 		Short: "Stop having the daemon run a capsule (and stop it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := runtime.NewClient(socket).Act(cmd.Context(), "stop", args[0]); err != nil {
+			if err := daemon.NewClient(socket).Act(cmd.Context(), "stop", args[0]); err != nil {
 				fmt.Fprintf(g.stdout, "not stopped now: %v\n", err)
 			}
-			if err := runtime.Disable(g.root, args[0]); err != nil {
+			if err := daemon.Disable(g.root, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "disabled %s\n", args[0])

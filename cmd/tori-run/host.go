@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostcheck"
 )
 
 // hostFlags are the operator's allowances: --allow-volume PATH[:ro]
@@ -34,7 +35,7 @@ func (h *hostFlags) load() (*runtime.HostConfig, error) {
 
 // validateRuntime gives validate tori-run's folders and, with --host, what
 // the operator allows, so that volumes are checked as run would.
-func (g *globals) validateRuntime(o *runtime.ValidateOptions, hf *hostFlags) error {
+func (g *globals) validateRuntime(o *hostcheck.ValidateOptions, hf *hostFlags) error {
 	o.Runtime = g.runtimeOptions("", "")
 	if o.Host {
 		var err error

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostcheck"
 )
 
 // Off Linux, the commands that run capsules or use the release store are
@@ -77,7 +78,7 @@ func addHostFlags(c *cobra.Command, h *hostFlags) {
 	c.Flags().StringVar(&h.config, "config", "", "the host configuration (read on the Linux host)")
 }
 
-func (g *globals) validateRuntime(*runtime.ValidateOptions, *hostFlags) error { return nil }
+func (g *globals) validateRuntime(*hostcheck.ValidateOptions, *hostFlags) error { return nil }
 
 func newUpgradeCmd(*globals) *cobra.Command {
 	return linuxOnly("upgrade NAME DIGEST|ARCHIVE", "Switch a capsule blue-green to another release, gated by health")

@@ -13,8 +13,8 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
-	"github.com/tori-run/tori-run/runtime/release"
 )
 
 // The commands on the release store (install, list, verify, gc) need

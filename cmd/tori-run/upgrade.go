@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/daemon"
 )
 
 func newUpgradeCmd(g *globals) *cobra.Command {
@@ -41,7 +41,7 @@ verdict line; exit 0 only when the new release serves.`,
 				fmt.Fprintf(g.stdout, "installed %s %s (%s)\n", rel.Name, rel.Version, rel.Digest[:12])
 				ref = rel.Digest
 			}
-			return switchRelease(g, cmd, socket, args[0], ref, runtime.KindUpgrade)
+			return switchRelease(g, cmd, socket, args[0], ref, daemon.KindUpgrade)
 		},
 	}
 	socketFlag(c, &socket)
@@ -55,7 +55,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 		Short: "Switch a capsule back to its previous stable release, the same way",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return switchRelease(g, cmd, socket, args[0], "", runtime.KindRollback)
+			return switchRelease(g, cmd, socket, args[0], "", daemon.KindRollback)
 		},
 	}
 	socketFlag(c, &socket)
@@ -64,7 +64,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 
 func switchRelease(g *globals, cmd *cobra.Command, socket, name, ref, kind string) error {
 	start := time.Now()
-	v, err := runtime.NewClient(socket).Upgrade(cmd.Context(), name, ref, kind, func(p runtime.UpgradeProgress) {
+	v, err := daemon.NewClient(socket).Upgrade(cmd.Context(), name, ref, kind, func(p daemon.UpgradeProgress) {
 		fmt.Fprintf(g.stdout, "%6.1fs %-15s %s\n", p.Time.Sub(start).Seconds(), p.Phase, p.Message)
 	})
 	if err != nil {
@@ -83,7 +83,7 @@ func switchRelease(g *globals, cmd *cobra.Command, socket, name, ref, kind strin
 
 // upgradeLine is what status shows of a capsule's releases beyond the
 // current one: the previous stable and an upgrade under way.
-func upgradeLine(c runtime.CapsuleStatus) string {
+func upgradeLine(c daemon.CapsuleStatus) string {
 	var parts []string
 	if c.Previous != "" {
 		parts = append(parts, "previous stable "+short(c.Previous))

@@ -9,11 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostcheck"
 )
 
 func newValidateCmd(g *globals) *cobra.Command {
 	var (
-		o      runtime.ValidateOptions
+		o      hostcheck.ValidateOptions
 		asJSON bool
 		hf     hostFlags
 	)
@@ -43,7 +44,7 @@ Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 			if err := g.validateRuntime(&o, &hf); err != nil {
 				return err
 			}
-			r := runtime.Validate(target, o)
+			r := hostcheck.Validate(target, o)
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -68,7 +69,7 @@ Exit status: 0 when nothing failed, 1 when a check failed, 2 on a usage error.`,
 	return c
 }
 
-func printReport(w io.Writer, r *runtime.Report) {
+func printReport(w io.Writer, r *hostcheck.Report) {
 	head := r.Kind
 	if r.Target != "" {
 		head = r.Target + " (" + r.Kind + ")"

@@ -8,6 +8,6 @@
 //
 // The OCI structures (manifest, config, index, blobs) are
 // go-containerregistry's; this package only decides what goes in each layer.
-// It imports specs and runtime/release, nothing that runs a capsule. See
+// It imports specs and release, nothing that runs a capsule. See
 // docs/CLUSTER.md.
 package image

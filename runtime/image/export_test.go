@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/release"
 )
 
 // install builds and installs a capsule from files (path -> content) with

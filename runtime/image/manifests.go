@@ -3,17 +3,18 @@ package image
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
-	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tori-run/tori-run/runtime/release"
+	"github.com/tori-run/tori-run/internal/atomicfile"
+	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -272,13 +273,8 @@ func Nomad(m *specs.Manifest, info ReleaseInfo, o ManifestOptions) []byte {
 }
 
 func writeMap(b *strings.Builder, name string, m map[string]string) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	fmt.Fprintf(b, "%s = {\n", name)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		fmt.Fprintf(b, "    %s = %s\n", hclString(k), hclString(m[k]))
 	}
 	b.WriteString("  }\n")
@@ -291,13 +287,7 @@ func WriteManifests(dir string, k8s, nomad []byte) error {
 		name string
 		b    []byte
 	}{{"kubernetes.yaml", k8s}, {"nomad.hcl", nomad}} {
-		p := filepath.Join(dir, f.name)
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, f.b, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			os.Remove(tmp)
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.b, 0o644); err != nil {
 			return err
 		}
 	}

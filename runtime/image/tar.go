@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -114,13 +115,8 @@ func (l *layer) write(w io.Writer) error {
 			}
 		}
 	}
-	names := make([]string, 0, len(l.entries))
-	for p := range l.entries {
-		names = append(names, p)
-	}
-	sort.Strings(names)
 	tw := tar.NewWriter(w)
-	for _, p := range names {
+	for _, p := range slices.Sorted(maps.Keys(l.entries)) {
 		e := l.entries[p]
 		h := &tar.Header{Typeflag: e.typ, Name: p, Mode: e.mode, ModTime: epoch, Linkname: e.linkname, Format: tar.FormatPAX}
 		if e.typ == tar.TypeDir {

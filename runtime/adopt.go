@@ -15,6 +15,7 @@ import (
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -134,7 +135,7 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 	}
 	conn := c.(*net.UnixConn)
 	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	if err := writeMsg(conn, initRequest{Op: "adopt"}, nil); err != nil {
+	if err := capinit.WriteMsg(conn, capinit.Request{Op: capinit.OpAdopt}, nil); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -148,8 +149,8 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 		return nil, err
 	}
 	for {
-		var p adoptedProc
-		files, err := readMsgN(conn, &p, maxAnswer)
+		var p capinit.Adopted
+		files, err := capinit.ReadMsgN(conn, &p, capinit.MaxAnswer)
 		if err != nil {
 			closeFiles(files)
 			return fail(fmt.Errorf("adopting: %w", err))
@@ -200,8 +201,8 @@ func (i *Instance) serviceGroup(name string) (*cgroups.Group, error) {
 func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
 	defer conn.Close()
 	for {
-		var ex initExit
-		files, err := readMsgN(conn, &ex, maxAnswer)
+		var ex capinit.Exit
+		files, err := capinit.ReadMsgN(conn, &ex, capinit.MaxAnswer)
 		closeFiles(files)
 		if err != nil {
 			for _, s := range byPid {

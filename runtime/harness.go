@@ -21,6 +21,7 @@ import (
 
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -277,12 +278,12 @@ func (i *Instance) TieToProcess() (*net.UnixConn, error) {
 	}
 	conn := c.(*net.UnixConn)
 	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	if err := writeMsg(conn, initRequest{Op: opDieWithHost}, nil); err != nil {
+	if err := capinit.WriteMsg(conn, capinit.Request{Op: capinit.OpDieWithHost}, nil); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	var rep initReply
-	if _, err := readMsg(conn, &rep); err != nil || !rep.OK {
+	var rep capinit.Reply
+	if _, err := capinit.ReadMsg(conn, &rep); err != nil || !rep.OK {
 		conn.Close()
 		return nil, fmt.Errorf("tying the capsule to this process: the init refused: %v %s", err, rep.Error)
 	}
@@ -453,8 +454,3 @@ func appInCapsule(s *rspec.Spec, readOnly bool, appDir, upper, work string) {
 		}
 	}
 }
-
-// opDieWithHost asks the capsule's init to exit (and the kernel to kill
-// every process of the capsule) when the connection that asked closes:
-// when the host's process ends, however it ends. capsinit.go serves it.
-const opDieWithHost = "die-with-host"

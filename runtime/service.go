@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -122,7 +123,7 @@ func keepReadEnds(files ...*os.File) []*os.File {
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, listen []*os.File, keep ...*os.File) (*Service, error) {
 	uid, gid := i.confine.uid, i.confine.gid
 	var err error
-	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
+	req := capinit.Request{Op: capinit.OpStart, Service: label, Args: argv, Env: env,
 		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), Listen: len(listen)}
 	var cgFiles []*os.File
 	var oomBase uint64
@@ -167,12 +168,12 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	for _, f := range listen { // last: the init takes Listen files from the end
 		fds = append(fds, int(f.Fd()))
 	}
-	if err := writeMsg(conn, req, fds); err != nil {
+	if err := capinit.WriteMsg(conn, req, fds); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("starting %s: %w", label, err)
 	}
-	var rep initReply
-	files, err := readMsgN(conn, &rep, maxAnswer)
+	var rep capinit.Reply
+	files, err := capinit.ReadMsgN(conn, &rep, capinit.MaxAnswer)
 	if err != nil {
 		conn.Close()
 		closeFiles(files)
@@ -255,8 +256,8 @@ func pidfdPid(f *os.File) int {
 
 // awaitExit waits for the init's exit message (or a lost connection).
 func (s *Service) awaitExit() {
-	var ex initExit
-	files, err := readMsgN(s.conn, &ex, maxAnswer)
+	var ex capinit.Exit
+	files, err := capinit.ReadMsgN(s.conn, &ex, capinit.MaxAnswer)
 	closeFiles(files)
 	_ = s.conn.Close()
 	if err != nil {
@@ -266,7 +267,7 @@ func (s *Service) awaitExit() {
 	s.ended(exitInfo(ex))
 }
 
-func exitInfo(ex initExit) supervisor.Exit {
+func exitInfo(ex capinit.Exit) supervisor.Exit {
 	return supervisor.Exit{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
 }
 

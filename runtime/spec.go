@@ -11,6 +11,7 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/runtime/capinit"
 
 	"github.com/tori-run/tori-run/specs"
 )
@@ -67,7 +68,7 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		Hostname: m.Name,
 		Root:     &rspec.Root{Path: in.Rootfs, Readonly: true},
 		Process: &rspec.Process{
-			Args:            []string{capsuleBinary, InitCommand},
+			Args:            []string{capsuleBinary, capinit.InitCommand},
 			Env:             in.Env,
 			Cwd:             "/",
 			User:            rspec.User{UID: 0, GID: 0},

@@ -13,6 +13,9 @@ import (
 	"github.com/tori-run/tori-run/runtime/initbin"
 )
 
+// embeddedInit is initbin.Embedded; tests give it bytes.
+var embeddedInit = initbin.Embedded
+
 // capsuleInit is where the small capsule init (cmd/tori-init) is bound; the
 // fallback, tori-run itself, is bound at capsuleBinary.
 const capsuleInit = "/.tori/init"
@@ -26,7 +29,7 @@ const capsuleInit = "/.tori/init"
 // Without install (tori-run spec) the embedded init's path is only named.
 func resolveInit(o *Options, log zerolog.Logger, install bool) error {
 	if o.InitBinary == "" {
-		if bin, digest := initbin.Embedded(); bin != nil {
+		if bin, digest := embeddedInit(); bin != nil {
 			dir := filepath.Join(o.RunDir, "init")
 			o.InitBinary = filepath.Join(dir, digest)
 			if install {

@@ -165,7 +165,6 @@ const MaxAnswer = 4 << 10
 
 // ReadMsgN reads one packet of at most size bytes.
 func ReadMsgN(c *net.UnixConn, v any, size int) ([]*os.File, error) {
-	buf := make([]byte, size)
 	oob := make([]byte, unix.CmsgSpace(64*4))
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -174,9 +173,29 @@ func ReadMsgN(c *net.UnixConn, v any, size int) ([]*os.File, error) {
 	// MSG_CMSG_CLOEXEC: the received fds are close-on-exec from the moment
 	// they exist, so a service that another goroutine forks meanwhile cannot
 	// inherit them (another service's pipes, the cgroup files).
+	//
+	// The buffer is sized to the packet: MSG_PEEK|MSG_TRUNC gives its length
+	// without taking it (unix seqpacket, Linux 3.4+; no control buffer, so
+	// no fd is installed by the peek). A start request takes a few KiB; a
+	// buffer of size (64 KiB) for each of 100 services started at once left
+	// ~5 MiB of garbage in the idle init, which no collection reclaims while
+	// nothing allocates (docs/PERFORMANCE.md).
+	var buf []byte
 	var n, oobn int
 	var rerr error
 	err = raw.Read(func(fd uintptr) bool {
+		if buf == nil {
+			var one [1]byte
+			m, _, _, _, perr := unix.Recvmsg(int(fd), one[:], nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+			if errors.Is(perr, unix.EAGAIN) {
+				return false
+			}
+			if perr != nil {
+				rerr = perr
+				return true
+			}
+			buf = make([]byte, max(1, min(m, size)))
+		}
 		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return !errors.Is(rerr, unix.EAGAIN)
 	})

@@ -269,25 +269,10 @@ func applyLimits(t *Target, o HarnessOptions) (*Target, error) {
 // the connection (close-on-exec). What the kernel does not tie to a process
 // (the overlay's mount, cgroups, files) is left for SweepStale.
 func (i *Instance) TieToProcess() (*net.UnixConn, error) {
-	var d net.Dialer
-	ctx, cancel := context.WithTimeout(context.Background(), initAnswerTimeout)
-	defer cancel()
-	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
+	conn, err := capinit.DieWithHost(context.Background(), i.paths.Socket, initAnswerTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("tying the capsule to this process: the init does not answer at %s: %w", i.paths.Socket, err)
+		return nil, fmt.Errorf("tying the capsule to this process: %w", err)
 	}
-	conn := c.(*net.UnixConn)
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	if err := capinit.WriteMsg(conn, capinit.Request{Op: capinit.OpDieWithHost}, nil); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	var rep capinit.Reply
-	if _, err := capinit.ReadMsg(conn, &rep); err != nil || !rep.OK {
-		conn.Close()
-		return nil, fmt.Errorf("tying the capsule to this process: the init refused: %v %s", err, rep.Error)
-	}
-	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
 }
 

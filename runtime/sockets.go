@@ -3,6 +3,7 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -293,25 +293,8 @@ func (i *Instance) holdSockets() error {
 	if len(files) == 0 {
 		return nil
 	}
-	c, err := net.Dial("unixpacket", i.paths.Socket)
-	if err != nil {
+	if err := capinit.Hold(context.Background(), i.paths.Socket, initAnswerTimeout, files, names); err != nil {
 		return fmt.Errorf("handing the sockets to the capsule's init: %w", err)
-	}
-	defer c.Close()
-	conn := c.(*net.UnixConn)
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	fds := make([]int, len(files))
-	for k, f := range files {
-		fds[k] = int(f.Fd())
-	}
-	if err := capinit.WriteMsg(conn, capinit.Request{Op: capinit.OpHold, Names: names}, fds); err != nil {
-		return fmt.Errorf("handing the sockets to the capsule's init: %w", err)
-	}
-	var rep capinit.Reply
-	rfiles, err := capinit.ReadMsgN(conn, &rep, capinit.MaxAnswer)
-	closeFiles(rfiles)
-	if err != nil || !rep.OK {
-		return fmt.Errorf("handing the sockets to the capsule's init: %v %s", err, rep.Error)
 	}
 	return nil
 }

@@ -24,10 +24,17 @@ all: build
 
 # Static, with cgo (libcontainer's nsenter is C): the binary is bound into
 # every capsule as its init, so it must run whatever the capsule's layers hold.
-STATIC    := CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo,$(GOTAGS) -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+# The tag toriinit embeds the small capsule init (cmd/tori-init, pure Go,
+# static, stripped), built first into runtime/initbin with its SHA-256: every
+# capsule's PID 1 is then that 2.6 MB binary, not this one (runtime/initbin,
+# docs/PERFORMANCE.md). One recipe line, so that whoever copies the go build
+# line of `make -n build` (integration/cluster) gets the init built too.
+STATIC    := CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo,toriinit,$(GOTAGS) -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+INIT_BIN  := runtime/initbin/tori-init
+BUILD_INIT := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(INIT_BIN) ./cmd/tori-init && sha256sum $(INIT_BIN) | cut -d' ' -f1 > $(INIT_BIN).sha256
 
-build: ## build bin/tori-run (static) and its capsbuild/capsdeploy aliases
-	$(STATIC) -o $(BIN) ./cmd/tori-run
+build: ## build bin/tori-run (static, with the capsule init embedded) and its capsbuild/capsdeploy aliases
+	$(BUILD_INIT) && $(STATIC) -o $(BIN) ./cmd/tori-run
 	ln -sf tori-run bin/capsbuild
 	ln -sf tori-run bin/capsdeploy
 
@@ -108,4 +115,4 @@ $(GOLANGCI):
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 clean:
-	rm -rf bin dist .demo
+	rm -rf bin dist .demo $(INIT_BIN) $(INIT_BIN).sha256

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/cgroups/spawn"
 )
 
 // This file is how the package touches cgroup files itself, where github.com/opencontainers/cgroups has no
@@ -20,29 +22,9 @@ import (
 // name can never climb out of the hierarchy (through "..", a symlink or a magic link). The mount point comes
 // from the Host, which is what lets tests point the package at a fake tree in a temporary directory.
 
-// openBeneath opens dir/name, where dir is inside the hierarchy mounted at mount.
+// openBeneath opens dir/name, where dir is inside the hierarchy mounted at mount (spawn.OpenBeneath).
 func openBeneath(mount, dir, name string, flags int) (*os.File, error) {
-	full := filepath.Join(dir, filepath.Clean("/"+name))
-	rel, err := filepath.Rel(mount, full)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return nil, &os.PathError{Op: "open", Path: full, Err: fmt.Errorf("not beneath the cgroup mount %s", mount)}
-	}
-	root, err := unix.Open(mount, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: mount, Err: err}
-	}
-	defer unix.Close(root)
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
-		Flags:   uint64(flags) | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV,
-	})
-	if errors.Is(err, unix.ENOSYS) { // Linux < 5.6: the path was cleaned and checked above
-		return os.OpenFile(full, flags|unix.O_CLOEXEC, 0)
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "openat2", Path: full, Err: err}
-	}
-	return os.NewFile(uintptr(fd), full), nil
+	return spawn.OpenBeneath(mount, dir, name, flags)
 }
 
 func readBeneath(mount, dir, name string) (string, error) {

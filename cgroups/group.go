@@ -16,6 +16,8 @@ import (
 	libfs "github.com/opencontainers/cgroups/fs"
 	libfs2 "github.com/opencontainers/cgroups/fs2"
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/cgroups/spawn"
 )
 
 // Sentinel errors, wrapped with %w: test them with errors.Is.
@@ -79,15 +81,8 @@ func (d groupDir) has(controller string) bool {
 	return slices.Contains(d.Controllers, controller)
 }
 
-// validRel checks a cgroup path given by a caller: no "..", no empty element.
-func validPath(p string) error {
-	for e := range strings.SplitSeq(strings.Trim(p, "/"), "/") {
-		if e == "" || e == "." || e == ".." {
-			return fmt.Errorf("invalid cgroup path %q: empty, \".\" or \"..\" element", p)
-		}
-	}
-	return nil
-}
+// validPath checks a cgroup path given by a caller (spawn.ValidPath).
+func validPath(p string) error { return spawn.ValidPath(p) }
 
 // newGroup works out where cgroup path p is in every hierarchy. A relative p nests under our own cgroup
 // (per hierarchy on v1; on v2 under the base EnsureDelegation prepared); an absolute one starts at the root

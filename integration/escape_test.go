@@ -258,7 +258,7 @@ var knownGaps = map[string]bool{}
 // back to clone(2), whose flags the filter checks. On cgroup v1 and hybrid
 // hosts the capsule's filter answers it; on v2, where the init needs clone3
 // to start services born in their cgroup, the trampoline's filter does
-// (runtime/trampoline.go).
+// (runtime/capinit/trampoline_linux.go).
 var refusedWith = map[string]string{"clone3-newuser": unix.ENOSYS.Error()}
 
 // unconfinedSucceeds are the attacks only the seccomp filter refuses

@@ -44,7 +44,7 @@ func capsule(t *testing.T, body string) string {
 }
 
 func options(t *testing.T) runtime.Options {
-	return runtime.Options{Root: t.TempDir(), RunDir: t.TempDir(), StateRoot: t.TempDir(), Log: zerolog.New(zerolog.NewTestWriter(t))}
+	return withTestInit(t, runtime.Options{Root: t.TempDir(), RunDir: t.TempDir(), StateRoot: t.TempDir(), Log: zerolog.New(zerolog.NewTestWriter(t))})
 }
 
 // start creates an instance and registers its destruction, with a check

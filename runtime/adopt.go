@@ -8,13 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/gofrs/flock"
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -127,56 +127,31 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 // adoptServices asks the init for its live services over one connection,
 // which then carries their exits.
 func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
+	procs, held, names, conn, err := capinit.Adopt(ctx, i.paths.Socket, initAnswerTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("the capsule's init does not answer at %s: %w", i.paths.Socket, err)
-	}
-	conn := c.(*net.UnixConn)
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	if err := writeMsg(conn, initRequest{Op: "adopt"}, nil); err != nil {
-		conn.Close()
 		return nil, err
 	}
 	byPid := map[int]*Service{}
 	var out []AdoptedService
-	fail := func(err error) ([]AdoptedService, error) {
-		conn.Close()
-		for _, a := range out {
-			closeFiles([]*os.File{a.pidfd, a.Stdout, a.Stderr})
-		}
-		return nil, err
-	}
-	for {
-		var p adoptedProc
-		files, err := readMsgN(conn, &p, maxAnswer)
-		if err != nil {
-			closeFiles(files)
-			return fail(fmt.Errorf("adopting: %w", err))
-		}
-		if p.Pid == 0 {
-			i.heldFiles, i.heldNames = files, p.Sockets // the capsule's listening sockets
-			break
-		}
-		if len(files) != 1+p.Keep || (p.Keep != 0 && p.Keep != 2) {
-			closeFiles(files)
-			return fail(fmt.Errorf("adopting %s: %d files for %d kept", p.Service, len(files), p.Keep))
-		}
+	for k, p := range procs {
 		g, err := i.serviceGroup(p.Service)
 		if err != nil {
-			closeFiles(files)
-			return fail(err)
+			conn.Close()
+			closeFiles(held)
+			for _, q := range procs[k:] {
+				closeFiles([]*os.File{q.Pidfd, q.Stdout, q.Stderr})
+			}
+			for _, a := range out {
+				closeFiles([]*os.File{a.pidfd, a.Stdout, a.Stderr})
+			}
+			return nil, err
 		}
 		oom, _ := g.OOMKills()
-		svc := &Service{Name: p.Service, Pid: p.Pid, HostPid: pidfdPid(files[0]), Group: g, pidfd: files[0], oomBase: oom, done: make(chan struct{})}
-		a := AdoptedService{Service: svc}
-		if p.Keep == 2 {
-			a.Stdout, a.Stderr = files[1], files[2]
-		}
+		svc := &Service{Name: p.Service, Pid: p.Pid, HostPid: pidfdPid(p.Pidfd), Group: g, pidfd: p.Pidfd, oomBase: oom, done: make(chan struct{})}
 		byPid[p.Pid] = svc
-		out = append(out, a)
+		out = append(out, AdoptedService{Service: svc, Stdout: p.Stdout, Stderr: p.Stderr})
 	}
-	_ = conn.SetDeadline(time.Time{})
+	i.heldFiles, i.heldNames = held, names // the capsule's listening sockets
 	go dispatchExits(conn, byPid)
 	return out, nil
 }
@@ -200,9 +175,7 @@ func (i *Instance) serviceGroup(name string) (*cgroups.Group, error) {
 func dispatchExits(conn *net.UnixConn, byPid map[int]*Service) {
 	defer conn.Close()
 	for {
-		var ex initExit
-		files, err := readMsgN(conn, &ex, maxAnswer)
-		closeFiles(files)
+		ex, err := capinit.WaitExit(conn)
 		if err != nil {
 			for _, s := range byPid {
 				s.ended(supervisor.Exit{Code: -1, Err: "lost the capsule's init: " + err.Error()})

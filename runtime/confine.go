@@ -95,7 +95,7 @@ func SeccompMode(m *specs.Manifest) string {
 //     locked thread; cgroups.SpawnFiles). On cgroup v2 (initClone3) the
 //     init needs clone3(CLONE_INTO_CGROUP) to start a service born in its
 //     cgroup, so this filter allows clone3, and the init starts every
-//     service through a trampoline (ExecCommand, runtime/trampoline.go)
+//     service through a trampoline (capinit.ExecCommand, runtime/capinit/trampoline_linux.go)
 //     that adds one more filter, clone3 -> ENOSYS, before it execs the
 //     service: no service can call clone3 either way.
 //

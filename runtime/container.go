@@ -226,7 +226,7 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 	}
 	writeStatus(o.StatusFile, m.Name, sup.Status(), log)
 loop:
-	for !allTerminal(sup.Status()) {
+	for !allTerminal(sup.States()) {
 		select {
 		case <-sub.C():
 			writeStatus(o.StatusFile, m.Name, sup.Status(), log)
@@ -250,7 +250,7 @@ loop:
 	// may hold a log pipe open, which Stop would wait for.
 	stopped := make(chan struct{})
 	go func() {
-		for !allTerminal(sup.Status()) {
+		for !allTerminal(sup.States()) {
 			select {
 			case <-stopped:
 				return

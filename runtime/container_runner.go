@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -350,7 +351,7 @@ func (c *containerRun) startArgv(service string, argv, env []string, stdout, std
 	case strings.Contains(prog, "/"):
 		prog = filepath.Join(c.app, prog)
 	default:
-		lp, err := lookPathIn(prog, envValue(env, "PATH"))
+		lp, err := lookPathIn(prog, capinit.EnvValue(env, "PATH"))
 		if err != nil {
 			return nil, &supervisor.StartError{Service: service, Err: err, Perm: true}
 		}

@@ -10,24 +10,28 @@ import (
 	// nsenter's C constructor joins namespaces before the Go runtime starts
 	// when libcontainer re-executes this binary as "init".
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
-	// The service trampoline's fast path (ExecCommand): a C constructor
-	// that execs the service before the Go runtime starts.
+	// The service trampoline's fast path (capinit.ExecCommand): a C
+	// constructor that execs the service before the Go runtime starts.
 	_ "github.com/tori-run/tori-run/runtime/trampoline"
 	// Device rules of the capsule cgroup (libcontainer needs them registered).
 	_ "github.com/opencontainers/cgroups/devices"
+
+	"github.com/tori-run/tori-run/runtime/capinit"
 )
 
-// MaybeInit runs the two entry points that must come before any CLI
-// parsing, and does not return when one applies:
+// MaybeInit runs the entry points that must come before any CLI parsing,
+// and does not return when one applies:
 //
 //   - "init": libcontainer's bootstrap, which re-executes this binary to set
 //     up a container's namespaces, mounts and cgroups, then execs the
 //     container's process;
-//   - InitCommand: that process, tori-run's init, PID 1 of a capsule;
-//   - ExecCommand: the init's trampoline to a service, which sets
+//   - capinit.InitCommand: that process, tori-run's init, PID 1 of a
+//     capsule, when tori-run binds itself in (no embedded cmd/tori-init:
+//     initbin.go);
+//   - capinit.ExecCommand: the init's trampoline to a service, which sets
 //     LISTEN_PID and on cgroup v2 hosts closes clone3 before it execs the
-//     service (trampoline.go; the C constructor of runtime/trampoline does
-//     it before Go when built with cgo).
+//     service (the C constructor of runtime/trampoline does it before Go
+//     when built with cgo).
 //
 // Tests that start capsules call it too, since there the test binary is
 // /proc/self/exe.
@@ -45,11 +49,14 @@ func MaybeInit() {
 		switch os.Args[1] {
 		case "init":
 			libcontainer.Init() // does not return
-		case InitCommand:
-			os.Exit(RunInit())
-		case ExecCommand:
-			os.Exit(runExec(os.Args[2:]))
+		case capinit.InitCommand:
+			os.Exit(capinit.Run())
+		case capinit.ExecCommand:
+			os.Exit(capinit.Exec(os.Args[2:]))
 		}
 	}
 	goruntime.LockOSThread()
 }
+
+// closeFiles closes each of files (capinit.CloseFiles).
+func closeFiles(files []*os.File) { capinit.CloseFiles(files) }

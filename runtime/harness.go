@@ -21,6 +21,7 @@ import (
 
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -268,25 +269,10 @@ func applyLimits(t *Target, o HarnessOptions) (*Target, error) {
 // the connection (close-on-exec). What the kernel does not tie to a process
 // (the overlay's mount, cgroups, files) is left for SweepStale.
 func (i *Instance) TieToProcess() (*net.UnixConn, error) {
-	var d net.Dialer
-	ctx, cancel := context.WithTimeout(context.Background(), initAnswerTimeout)
-	defer cancel()
-	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
+	conn, err := capinit.DieWithHost(context.Background(), i.paths.Socket, initAnswerTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("tying the capsule to this process: the init does not answer at %s: %w", i.paths.Socket, err)
+		return nil, fmt.Errorf("tying the capsule to this process: %w", err)
 	}
-	conn := c.(*net.UnixConn)
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	if err := writeMsg(conn, initRequest{Op: opDieWithHost}, nil); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	var rep initReply
-	if _, err := readMsg(conn, &rep); err != nil || !rep.OK {
-		conn.Close()
-		return nil, fmt.Errorf("tying the capsule to this process: the init refused: %v %s", err, rep.Error)
-	}
-	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
 }
 
@@ -453,8 +439,3 @@ func appInCapsule(s *rspec.Spec, readOnly bool, appDir, upper, work string) {
 		}
 	}
 }
-
-// opDieWithHost asks the capsule's init to exit (and the kernel to kill
-// every process of the capsule) when the connection that asked closes:
-// when the host's process ends, however it ends. capsinit.go serves it.
-const opDieWithHost = "die-with-host"

@@ -92,9 +92,16 @@ type Options struct {
 	Root         string // TORI_ROOT: releases/, instances/
 	RunDir       string // /run/tori: libcontainer state
 	CgroupParent string // "" = under tori-run's own cgroup
-	Binary       string // tori-run's binary, bound into the capsule; "" = os.Executable()
-	Slice        string // a systemd .slice file overriding resources:
-	Log          zerolog.Logger
+	// Binary is tori-run's binary, bound at /.tori/tori-run: the capsule's
+	// init when there is no InitBinary, else bound only when given (tests
+	// run their workloads from it). "" = os.Executable() when it is the init.
+	Binary string
+	// InitBinary is the small capsule init (cmd/tori-init) bound at
+	// /.tori/init as PID 1; "" = the one this tori-run embeds (make build),
+	// if any (resolveInit, runtime/initbin).
+	InitBinary string
+	Slice      string // a systemd .slice file overriding resources:
+	Log        zerolog.Logger
 	// Owner marks the instances made: OwnerRun (default) or OwnerDaemon.
 	Owner string
 	// StateRoot holds each capsule's state (TORI_STATE_ROOT).
@@ -187,10 +194,8 @@ func newID(name string) string {
 // capsule's limits, the app's overlay, the container. On any error
 // everything created so far is removed.
 func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
-	if o.Binary == "" {
-		if o.Binary, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	if err := resolveInit(&o, o.Log, true); err != nil {
+		return nil, err
 	}
 	m := t.Manifest
 	if os.Geteuid() != 0 { // rootless.go: a limit is refused, never dropped
@@ -398,7 +403,7 @@ func (i *Instance) startContainer() error {
 	spec, err := buildSpec(specInput{
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, NotifyDir: i.paths.Notify,
 		StateDir: i.paths.State,
-		Binary:   i.opts.Binary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
+		Binary:   i.opts.Binary, Init: i.opts.InitBinary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
 		// No GOMEMLIMIT for the init: its Go start-up alone (the whole
 		// tori-run binary's package init) passes 4 MiB, and under such a
 		// limit the collector ran without pause: +300 ms to every start.

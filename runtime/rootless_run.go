@@ -38,10 +38,8 @@ import (
 
 // createRootless is Create for a user who is not root.
 func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
-	if o.Binary == "" {
-		if o.Binary, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	if err := resolveInit(&o, o.Log, true); err != nil {
+		return nil, err
 	}
 	m := t.Manifest
 	if err := rootlessRefusal(t); err != nil {
@@ -88,7 +86,7 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 func (i *Instance) startRootlessContainer(appDir string, layers []string) error {
 	spec, err := buildSpec(specInput{
 		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, NotifyDir: i.paths.Notify,
-		StateDir: i.paths.State, Binary: i.opts.Binary, Env: []string{"PATH=" + capsulePath},
+		StateDir: i.paths.State, Binary: i.opts.Binary, Init: i.opts.InitBinary, Env: []string{"PATH=" + capsulePath},
 		AppSource: i.confine.appSource, Volumes: i.confine.volumes, SocketMounts: i.sockets.mounts(),
 	})
 	if err != nil {

@@ -199,7 +199,7 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
 		inst.Log.Error().Err(err).Msg("starting the services")
 	}
-	for !allTerminal(sup.Status()) {
+	for !allTerminal(sup.States()) {
 		select {
 		case <-sub.C(): // the supervisor logs each transition itself
 			continue

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -122,7 +123,7 @@ func keepReadEnds(files ...*os.File) []*os.File {
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, listen []*os.File, keep ...*os.File) (*Service, error) {
 	uid, gid := i.confine.uid, i.confine.gid
 	var err error
-	req := initRequest{Op: "start", Service: label, Args: argv, Env: env,
+	req := capinit.Request{Op: capinit.OpStart, Service: label, Args: argv, Env: env,
 		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), Listen: len(listen)}
 	var cgFiles []*os.File
 	var oomBase uint64
@@ -150,47 +151,18 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 		req.CgroupFiles = len(cgFiles)
 		oomBase, _ = g.OOMKills()
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixpacket", i.paths.Socket)
-	if err != nil {
-		return nil, fmt.Errorf("starting %s: the capsule's init does not answer at %s: %w", label, i.paths.Socket, err)
-	}
-	conn := c.(*net.UnixConn)
-	// The answer comes in milliseconds from a live init; the deadline turns
-	// an init that never started (or died) into an error, not a hang, since
-	// the listening socket accepts connections either way.
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	fds := []int{int(stdout.Fd()), int(stderr.Fd())}
-	for _, f := range append(keep, cgFiles...) {
-		fds = append(fds, int(f.Fd()))
-	}
-	for _, f := range listen { // last: the init takes Listen files from the end
-		fds = append(fds, int(f.Fd()))
-	}
-	if err := writeMsg(conn, req, fds); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("starting %s: %w", label, err)
-	}
-	var rep initReply
-	files, err := readMsgN(conn, &rep, maxAnswer)
-	if err != nil {
-		conn.Close()
-		closeFiles(files)
-		return nil, fmt.Errorf("starting %s: no answer from the capsule's init: %w", label, err)
-	}
-	if !rep.OK {
-		conn.Close()
-		closeFiles(files)
-		fail := &startFailure{msg: rep.Error, errno: errnoNamed(rep.Errno)}
+	// The files in the order of the request's groups; the sockets last.
+	files := append(append(append([]*os.File{stdout, stderr}, keep...), cgFiles...), listen...)
+	st, err := capinit.Start(ctx, i.paths.Socket, initAnswerTimeout, req, files)
+	var refused *capinit.Refused
+	if errors.As(err, &refused) {
+		fail := &startFailure{msg: refused.Msg, errno: errnoNamed(refused.Errno)}
 		return nil, &supervisor.StartError{Service: label, Err: fail, Perm: supervisor.PermanentErrno(fail)}
 	}
-	if len(files) != 1 {
-		conn.Close()
-		closeFiles(files)
-		return nil, fmt.Errorf("starting %s: the init sent %d files, expected a pidfd", label, len(files))
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", label, err)
 	}
-	_ = conn.SetDeadline(time.Time{}) // the exit message comes when it comes
-	svc := &Service{Name: label, Pid: rep.Pid, HostPid: pidfdPid(files[0]), Group: g, pidfd: files[0], conn: conn, oomBase: oomBase, done: make(chan struct{})}
+	svc := &Service{Name: label, Pid: st.Pid, HostPid: pidfdPid(st.Pidfd), Group: g, pidfd: st.Pidfd, conn: st.Conn, oomBase: oomBase, done: make(chan struct{})}
 	go svc.awaitExit()
 	i.Log.Debug().Str(FieldService, label).Int(FieldPID, svc.HostPid).Msg("process started")
 	return svc, nil
@@ -255,9 +227,7 @@ func pidfdPid(f *os.File) int {
 
 // awaitExit waits for the init's exit message (or a lost connection).
 func (s *Service) awaitExit() {
-	var ex initExit
-	files, err := readMsgN(s.conn, &ex, maxAnswer)
-	closeFiles(files)
+	ex, err := capinit.WaitExit(s.conn)
 	_ = s.conn.Close()
 	if err != nil {
 		s.ended(supervisor.Exit{Code: -1, Err: "lost the capsule's init: " + err.Error()})
@@ -266,7 +236,7 @@ func (s *Service) awaitExit() {
 	s.ended(exitInfo(ex))
 }
 
-func exitInfo(ex initExit) supervisor.Exit {
+func exitInfo(ex capinit.Exit) supervisor.Exit {
 	return supervisor.Exit{Code: ex.Code, Signal: syscall.Signal(ex.Signal)}
 }
 

@@ -3,6 +3,7 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,10 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -286,48 +287,14 @@ func listenEnv(names []string) []string {
 	return []string{"LISTEN_FDS=" + strconv.Itoa(len(names)), "LISTEN_FDNAMES=" + strings.Join(names, ":")}
 }
 
-// hold keeps the capsule's listening sockets in the init (replacing any
-// held before), to hand them to the next tori-run at adopt.
-func (s *initServer) hold(req *initRequest, files []*os.File) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	closeFiles(s.held)
-	s.held, s.heldNames = nil, req.Names
-	for _, f := range files { // the request's files are closed after it
-		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "tori-run init: keeping a socket: %v\n", err)
-			continue
-		}
-		s.held = append(s.held, os.NewFile(uintptr(fd), "held"))
-	}
-}
-
 // holdSockets gives the capsule's init a copy of its listening sockets.
 func (i *Instance) holdSockets() error {
 	files, names := i.sockets.all()
 	if len(files) == 0 {
 		return nil
 	}
-	c, err := net.Dial("unixpacket", i.paths.Socket)
-	if err != nil {
+	if err := capinit.Hold(context.Background(), i.paths.Socket, initAnswerTimeout, files, names); err != nil {
 		return fmt.Errorf("handing the sockets to the capsule's init: %w", err)
-	}
-	defer c.Close()
-	conn := c.(*net.UnixConn)
-	_ = conn.SetDeadline(time.Now().Add(initAnswerTimeout))
-	fds := make([]int, len(files))
-	for k, f := range files {
-		fds[k] = int(f.Fd())
-	}
-	if err := writeMsg(conn, initRequest{Op: "hold", Names: names}, fds); err != nil {
-		return fmt.Errorf("handing the sockets to the capsule's init: %w", err)
-	}
-	var rep initReply
-	rfiles, err := readMsgN(conn, &rep, maxAnswer)
-	closeFiles(rfiles)
-	if err != nil || !rep.OK {
-		return fmt.Errorf("handing the sockets to the capsule's init: %v %s", err, rep.Error)
 	}
 	return nil
 }

@@ -38,7 +38,8 @@ type specInput struct {
 	App         string // host folder mounted at /app (the instance's overlay)
 	NotifyDir   string // host folder bound read-only at /.tori/notify (sd_notify sockets)
 	StateDir    string // host folder bound read-only at /run/tori (the state proxy's socket)
-	Binary      string // tori-run's own binary, bound at /.tori/tori-run
+	Binary      string // tori-run's own binary, bound at /.tori/tori-run ("": not bound)
+	Init        string // the small capsule init (cmd/tori-init), bound at /.tori/init ("": Binary is the init)
 	CgroupsPath string
 	CgroupNS    bool // a cgroup namespace (cgroup v2 hosts)
 	Env         []string
@@ -67,7 +68,7 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		Hostname: m.Name,
 		Root:     &rspec.Root{Path: in.Rootfs, Readonly: true},
 		Process: &rspec.Process{
-			Args:            []string{capsuleBinary, InitCommand},
+			Args:            initArgv(in),
 			Env:             in.Env,
 			Cwd:             "/",
 			User:            rspec.User{UID: 0, GID: 0},
@@ -102,7 +103,6 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: capsuleApp, Type: "bind", Source: in.App, Options: appOpts},
 		rspec.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
 		rspec.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
-		rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 		// Only sockets are bound in, read-only, from folders that hold nothing
 		// else: the init's own socket and the supervisor's files stay on the
 		// host side, where no service can replace or plant anything. A socket
@@ -110,6 +110,14 @@ func buildSpec(in specInput) (*rspec.Spec, error) {
 		rspec.Mount{Destination: capsuleNotifyDir, Type: "bind", Source: in.NotifyDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 	)
+	// The init (and tori-run, when it is the init or the caller binds it for
+	// its workloads), read-only: the capsule can run it, never replace it.
+	if in.Init != "" {
+		s.Mounts = append(s.Mounts, rspec.Mount{Destination: capsuleInit, Type: "bind", Source: in.Init, Options: []string{"bind", "ro", "nosuid", "nodev"}})
+	}
+	if in.Binary != "" {
+		s.Mounts = append(s.Mounts, rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}})
+	}
 	for _, sm := range in.SocketMounts {
 		s.Mounts = append(s.Mounts, rspec.Mount{Destination: sm[1], Type: "bind", Source: sm[0], Options: []string{"bind", "nosuid", "nodev", "noexec"}})
 	}
@@ -230,10 +238,9 @@ func SpecFor(ref string, o Options) (*rspec.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Binary == "" {
-		if o.Binary, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	// Where Create would bind the init from, without installing it.
+	if err := resolveInit(&o, o.Log, false); err != nil {
+		return nil, err
 	}
 	id := t.Manifest.Name + "-<id>"
 	p := newInstancePaths(o.Root, id)
@@ -241,6 +248,6 @@ func SpecFor(ref string, o Options) (*rspec.Spec, error) {
 	if h, err := cgroups.Detect(); err == nil {
 		unified = h.Mode == cgroups.Unified
 	}
-	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, NotifyDir: p.Notify, StateDir: p.State, Binary: o.Binary,
+	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, NotifyDir: p.Notify, StateDir: p.State, Binary: o.Binary, Init: o.InitBinary,
 		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}, AppSource: t.AppDir})
 }

@@ -21,11 +21,15 @@ type VersionInfo struct {
 	Modified bool   `json:"modified"`
 	Go       string `json:"go"`
 	Platform string `json:"platform"`
+	// Init is the SHA-256 of the capsule init (cmd/tori-init) this binary
+	// embeds and binds into capsules; "" when it binds itself (a build
+	// without make build's toriinit tag).
+	Init string `json:"init,omitempty"`
 }
 
 // Version returns the version and build SHA of this binary.
 func Version() VersionInfo {
-	v := VersionInfo{Version: version, BuildSHA: buildSHA, Go: goruntime.Version(), Platform: goruntime.GOOS + "/" + goruntime.GOARCH}
+	v := VersionInfo{Version: version, BuildSHA: buildSHA, Go: goruntime.Version(), Platform: goruntime.GOOS + "/" + goruntime.GOARCH, Init: EmbeddedInit()}
 	if v.BuildSHA != "" {
 		return v
 	}
@@ -50,5 +54,9 @@ func (v VersionInfo) String() string {
 	if v.Modified {
 		sha += " (modified)"
 	}
-	return fmt.Sprintf("tori-run %s\nbuild: %s\n%s %s", v.Version, sha, v.Go, v.Platform)
+	init := "tori-run itself (no embedded tori-init)"
+	if v.Init != "" {
+		init = "tori-init sha256:" + v.Init
+	}
+	return fmt.Sprintf("tori-run %s\nbuild: %s\n%s %s\ncapsule init: %s", v.Version, sha, v.Go, v.Platform, init)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -23,11 +22,11 @@ const MaxManifestSize = 1 << 20
 const nodeBudget = 100_000
 
 var (
-	nameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	digestRe = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)
-	pythonRe = regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`)
-	userRe   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	nameRe   = lazyRE(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	envRe    = lazyRE(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	digestRe = lazyRE(`^(sha256:)?[0-9a-f]{64}$`)
+	pythonRe = lazyRE(`^3\.[0-9]+(\.[0-9]+)?$`)
+	userRe   = lazyRE(`^[a-z_][a-z0-9_-]{0,31}$`)
 )
 
 // reservedEnv are set by tori-run for every service; a manifest may not set
@@ -90,7 +89,7 @@ func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) {
 }
 
 // yamlLineRe finds "line N" in yaml.v3's syntax errors.
-var yamlLineRe = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+var yamlLineRe = lazyRE(`^yaml: (?:line (\d+): )?(.*)$`)
 
 func (p *parser) parse(data []byte) *Manifest {
 	var doc yaml.Node

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"regexp"
 	"strings"
 )
 
@@ -19,8 +18,8 @@ type Requirement struct {
 }
 
 var (
-	reqRe = regexp.MustCompile(`^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[A-Za-z0-9._,\s-]*\])?\s*(.*)$`)
-	pinRe = regexp.MustCompile(`^(===|==|~=)\s*([A-Za-z0-9][A-Za-z0-9.!+_-]*)$`)
+	reqRe = lazyRE(`^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[A-Za-z0-9._,\s-]*\])?\s*(.*)$`)
+	pinRe = lazyRE(`^(===|==|~=)\s*([A-Za-z0-9][A-Za-z0-9.!+_-]*)$`)
 	// Global options that change where pip looks, not what it installs.
 	harmlessOptions = map[string]bool{
 		"-i": true, "--index-url": true, "--extra-index-url": true, "--no-index": true,

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/url"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +75,7 @@ func DefaultUpdate() Update {
 	return Update{MinHealthyTime: DefaultMinHealthyTime, HealthyDeadline: DefaultHealthyDeadline}
 }
 
-var socketNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,255}$`)
+var socketNameRe = lazyRE(`^[A-Za-z0-9_.-]{1,255}$`)
 
 // ParseListen parses tcp://host:port, tcp6://[::1]:port or unix:///path.
 func ParseListen(s string) (network, address string, err error) {

@@ -3,7 +3,6 @@ package specs
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,7 +36,7 @@ func (s Size) String() string {
 	return strconv.FormatUint(n, 10) + unit
 }
 
-var sizeRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)([BKMGTPE]?)$`)
+var sizeRe = lazyRE(`^([0-9]+(?:\.[0-9]+)?)([BKMGTPE]?)$`)
 
 const sizeExpect = "expected bytes with an optional 1024-based suffix K, M, G, T, P or E (e.g. 512M, 16G) or infinity"
 
@@ -64,7 +63,7 @@ func ParseSize(s string) (Size, error) {
 // Percent is a CPU quota in percent of one CPU: 80% is 0.8 CPUs, 200% two.
 type Percent float64
 
-var percentRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)%$`)
+var percentRe = lazyRE(`^([0-9]+(?:\.[0-9]+)?)%$`)
 
 // ParsePercent parses a positive percentage such as 80% or 12.5%.
 func ParsePercent(s string) (Percent, error) {

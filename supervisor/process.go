@@ -157,7 +157,7 @@ func Terminate(ctx context.Context, p Process, sig syscall.Signal, timeout time.
 
 // terminate is the one stop sequence: sig, up to timeout for the main
 // process to end (abort cuts it short), the tree killed, the end waited
-// for, and the tree killed again for what the main process left.
+// for, and the tree killed again if the first kill failed.
 func terminate(p Process, sig syscall.Signal, timeout time.Duration, clock Clock, abort <-chan struct{}) []error {
 	var errs []error
 	if err := p.Signal(sig); err != nil {
@@ -174,11 +174,17 @@ func terminate(p Process, sig syscall.Signal, timeout time.Duration, clock Clock
 		}
 		t.stop()
 	}
-	if err := p.Kill(); err != nil {
+	// A Kill that succeeded left the tree empty (it waits until it is), so
+	// nothing can have been forked into it since: a second pass, which reads
+	// cgroup.procs in every hierarchy again, only follows a failed one.
+	err := p.Kill()
+	if err != nil {
 		errs = append(errs, fmt.Errorf("killing the tree: %w", err))
 	}
 	<-p.Done()
-	_ = p.Kill()
+	if err != nil {
+		_ = p.Kill()
+	}
 	return errs
 }
 

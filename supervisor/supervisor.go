@@ -417,8 +417,17 @@ type ServiceStatus struct {
 	LogErrors uint64 `json:"log_errors,omitempty"`
 }
 
-// Status returns every service's status, in start order.
-func (s *Supervisor) Status() []ServiceStatus {
+// Status returns every service's status, in start order, with each live
+// process's usage (Process.Stats: cgroup files in every hierarchy).
+func (s *Supervisor) Status() []ServiceStatus { return s.status(true) }
+
+// States is Status without the usage (Stats nil): what a loop that waits
+// for the services to end needs at each event. Reading every service's
+// cgroups at every event made starting 100 services cost the foreground
+// run ~6 s of CPU (docs/PERFORMANCE.md).
+func (s *Supervisor) States() []ServiceStatus { return s.status(false) }
+
+func (s *Supervisor) status(withStats bool) []ServiceStatus {
 	now := s.opts.Clock.Now()
 	s.mu.Lock()
 	out := make([]ServiceStatus, 0, len(s.order))
@@ -436,7 +445,7 @@ func (s *Supervisor) Status() []ServiceStatus {
 	}
 	s.mu.Unlock()
 	for i, p := range procs {
-		if p != nil {
+		if p != nil && withStats {
 			if st, err := p.Stats(); err == nil {
 				out[i].Stats = &st
 			}

@@ -787,3 +787,22 @@ func TestServiceLogsEndToEnd(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestStatesReadsNoStats: States gives the same states as Status without
+// reading any process's usage (a cgroup walk per service in the runtime),
+// which Status does for each live process.
+func TestStatesReadsNoStats(t *testing.T) {
+	h := newHarness(t, []ServiceConfig{base("a")}, map[string]ExecService{"a": sh("sleep 60")}, Options{})
+	h.start()
+	h.waitEvent("a", EventStarted)
+	st, states := h.sup.Status()[0], h.sup.States()[0]
+	if st.Stats == nil {
+		t.Fatalf("Status of a running service has no stats: %+v", st)
+	}
+	if states.Stats != nil {
+		t.Errorf("States read the usage: %+v", states.Stats)
+	}
+	if states.State != st.State || states.Pid != st.Pid || states.Name != st.Name {
+		t.Errorf("States %+v differs from Status %+v beyond the usage", states, st)
+	}
+}

@@ -106,6 +106,16 @@ func buildToriRun(out, module, extraLdflags, tags string) error {
 	return isStatic(out)
 }
 
+// buildToriInit builds the small capsule init as make build does (pure Go, static, stripped).
+func buildToriInit(out, module string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, module+"/cmd/tori-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build cmd/tori-init: %v\n%s", err, b)
+	}
+	return isStatic(out)
+}
+
 func goRun(args []string) error {
 	cmd := exec.Command("go", args...)
 	cmd.Env = goEnv()

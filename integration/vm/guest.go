@@ -13,8 +13,12 @@ import (
 // Guest paths.
 const (
 	guestToriRun = "/usr/local/bin/tori-run"
-	guestModules = "/lib/modules/tori"
-	guestTests   = "/t"
+	// guestToriInit is the small capsule init (cmd/tori-init) the guest's
+	// integration tests bind as PID 1 (TORI_INIT_BINARY), as make build's
+	// tori-run does; the guest has no Go toolchain to build it.
+	guestToriInit = "/usr/local/lib/tori/tori-init"
+	guestModules  = "/lib/modules/tori"
+	guestTests    = "/t"
 )
 
 // guestEnv tells tests they run in the guest; guest_test.go skips without it.
@@ -28,6 +32,7 @@ type guestPlan struct {
 	Skip        string        // -test.skip filter, or ""
 	TestTimeout time.Duration // -test.timeout of each binary
 	KernelLog   bool          // keep kernel messages on the console
+	ToriInit    string        // host path of cmd/tori-init, put at guestToriInit
 }
 
 // findBusybox returns a static busybox and its applets' paths (bin/sh, sbin/switch_root, ...).
@@ -70,6 +75,9 @@ func buildInitramfs(out string, plan *guestPlan, busybox string, applets []strin
 		}
 	}
 	a.file(guestToriRun, 0o755, toriRun)
+	if plan.ToriInit != "" {
+		a.file(guestToriInit, 0o755, plan.ToriInit)
+	}
 	for _, m := range k.Modules {
 		a.file(filepath.Join(guestModules, filepath.Base(m)), 0o644, m)
 	}
@@ -123,6 +131,9 @@ func initScript(p *guestPlan) string {
 	w("# Stage 2, on a tmpfs root: a cgroup-v2-only host without systemd, as on the edge.")
 	w("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp")
 	w("export %s=1 TORI_RUN_BINARY=%s", guestEnv, guestToriRun)
+	if p.ToriInit != "" {
+		w("export TORI_INIT_BINARY=%s", guestToriInit)
+	}
 	w("mount -t proc proc /proc || fatal mount proc")
 	w("mount -t sysfs sysfs /sys || fatal mount sysfs")
 	w("mount -t devtmpfs devtmpfs /dev || fatal mount devtmpfs")

@@ -122,6 +122,10 @@ func runVM(ctx context.Context, o *options) (bool, error) {
 	if err := buildTests(pkgs, work, o.tags); err != nil {
 		return false, err
 	}
+	toriInit := filepath.Join(work, "tori-init")
+	if err := buildToriInit(toriInit, module); err != nil {
+		return false, err
+	}
 	tBuild := time.Now()
 
 	nonce := make([]byte, 6)
@@ -133,6 +137,7 @@ func runVM(ctx context.Context, o *options) (bool, error) {
 		Pkgs:        pkgs,
 		Run:         o.run,
 		Skip:        o.skip,
+		ToriInit:    toriInit,
 		TestTimeout: o.timeout * 9 / 10, // a hung test dumps its goroutines before QEMU is killed
 		KernelLog:   o.kernelLog,
 	}

@@ -1,5 +1,5 @@
 // Package trampoline is the fast path of tori-run's service trampoline
-// (runtime.ExecCommand): a C constructor that, when the binary runs as
+// (capinit.ExecCommand): a C constructor that, when the binary runs as
 //
 //	tori-run capsule-exec MODE STATUS-FD PATH ARGV0 ARGS...
 //
@@ -10,7 +10,7 @@
 // runtime of tori-run's binary (its package inits included) costs 5-20 ms
 // here against ~1 ms for this; see docs/PERFORMANCE.md.
 //
-// The program is the one runtime.noClone3Filter assembles (the Go path,
-// taken when the binary is built without cgo); runtime's tests check that
+// The program is the one capinit.NoClone3Filter assembles (the Go path,
+// taken when the binary is built without cgo); capinit's tests check that
 // both refuse clone3. Import it for its side effect, once, from runtime.
 package trampoline

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package capinit
 
 import (
 	"errors"
@@ -12,6 +12,10 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	// The C fast path of ExecCommand, as tori-run links it (the fallback
+	// init); the small cmd/tori-init takes the Go path (goExecCommand here).
+	_ "github.com/tori-run/tori-run/runtime/trampoline"
 )
 
 // The test binary plays both parts: the trampoline (ExecCommand: the C
@@ -26,7 +30,7 @@ var trampolines = []string{ExecCommand, goExecCommand}
 
 func init() {
 	if len(os.Args) > 1 && (os.Args[1] == ExecCommand || os.Args[1] == goExecCommand) {
-		os.Exit(runExec(os.Args[2:]))
+		os.Exit(Exec(os.Args[2:]))
 	}
 	if os.Getenv("TORI_CLONE3_PROBE") == "1" {
 		_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
@@ -57,7 +61,7 @@ func trampoline(t *testing.T, via, mode, path string, args ...string) (out strin
 		t.Fatal(err)
 	}
 	w.Close()
-	execErr = readExecStatus(r)
+	execErr = ReadExecStatus(r)
 	waitErr = cmd.Wait()
 	return b.String(), execErr, waitErr
 }
@@ -79,7 +83,7 @@ func TestTrampolineClosesClone3(t *testing.T) {
 		t.Skipf("clone3 is not open to this test (%q, %v): nothing to close", b, err)
 	}
 	for _, via := range trampolines {
-		out, execErr, waitErr := trampoline(t, via, trampolineMode(false, true), self, "probe")
+		out, execErr, waitErr := trampoline(t, via, Mode(false, true), self, "probe")
 		if execErr != nil || waitErr != nil {
 			t.Fatalf("%s: exec %v, wait %v (output %q)", via, execErr, waitErr, out)
 		}
@@ -98,7 +102,7 @@ func TestTrampolineListenPid(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, via := range trampolines {
-		out, execErr, waitErr := trampoline(t, via, trampolineMode(true, false), self, "probe")
+		out, execErr, waitErr := trampoline(t, via, Mode(true, false), self, "probe")
 		if execErr != nil || waitErr != nil {
 			t.Fatalf("%s: exec %v, wait %v (output %q)", via, execErr, waitErr, out)
 		}
@@ -117,7 +121,7 @@ func TestTrampolineListenPid(t *testing.T) {
 // fork/exec would), and the trampoline exits 127.
 func TestTrampolineExecError(t *testing.T) {
 	for _, via := range trampolines {
-		_, execErr, waitErr := trampoline(t, via, trampolineMode(true, true), "/nonexistent/tori-service", "x")
+		_, execErr, waitErr := trampoline(t, via, Mode(true, true), "/nonexistent/tori-service", "x")
 		if !errors.Is(execErr, unix.ENOENT) {
 			t.Errorf("%s: status = %v, want ENOENT", via, execErr)
 		}
@@ -131,7 +135,7 @@ func TestTrampolineExecError(t *testing.T) {
 // TestNoClone3FilterShape: the program checks the architecture first, and
 // answers clone3 and x32's clone3 with ENOSYS.
 func TestNoClone3FilterShape(t *testing.T) {
-	prog, err := noClone3Filter()
+	prog, err := NoClone3Filter()
 	if err != nil {
 		t.Skip(err)
 	}

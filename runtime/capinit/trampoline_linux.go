@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package capinit
 
 import (
 	"errors"
@@ -22,14 +22,14 @@ import (
 //	/proc/self/exe capsule-exec MODE STATUS-FD PATH ARGV0 ARGS...
 //
 // when it must act between fork and exec, which Go cannot. MODE is a comma
-// list of (trampolineMode):
+// list of (Mode):
 //
 //   - listen-pid: the service gets sockets (fds 3.., LISTEN_FDS); set
 //     LISTEN_PID to the trampoline's pid, which the service keeps across
-//     exec, where systemd sets it (sockets.go).
+//     exec, where systemd sets it (runtime/sockets.go).
 //   - no-clone3: the init's own seccomp filter lets clone3 through (cgroup
 //     v2 hosts, where the init needs clone3(CLONE_INTO_CGROUP) to start a
-//     service born in its cgroup; capsuleSeccomp). Add one more filter,
+//     service born in its cgroup; runtime's capsuleSeccomp). Add one more filter,
 //     clone3 -> ENOSYS and everything else left to the capsule's filter:
 //     no service can call clone3, whose namespace flags (CLONE_NEWUSER …)
 //     no filter can see because they are passed in memory. ENOSYS is
@@ -42,9 +42,10 @@ import (
 // program as a failed start, as a plain fork/exec would (Go's own
 // forkExec does the same).
 //
-// The work is done by a C constructor (runtime/trampoline) before the Go
-// runtime starts, when the binary is built with cgo; runExec is the same in
-// Go, for builds without.
+// In tori-run itself (the fallback init) the work is done by a C
+// constructor (runtime/trampoline) before the Go runtime starts, when the
+// binary is built with cgo; Exec is the same in Go, the only path of the
+// small pure-Go cmd/tori-init, whose runtime starts in about a millisecond.
 const ExecCommand = "capsule-exec"
 
 // clone3Nr is clone3's number: one number for every architecture since the
@@ -66,12 +67,12 @@ func auditArches() (native, compat uint32, err error) {
 	return 0, 0, fmt.Errorf("the clone3 filter knows no AUDIT_ARCH for %s", goruntime.GOARCH)
 }
 
-// noClone3Filter is the trampoline's program: for the native and the compat
+// NoClone3Filter is the trampoline's program: for the native and the compat
 // architecture, clone3 (x32's too) answers ENOSYS and every other system
 // call is allowed (the capsule's own filter, stacked, still decides on it);
 // any other architecture cannot be this machine's and kills the process, as
 // libseccomp's default for a foreign architecture does.
-func noClone3Filter() ([]unix.SockFilter, error) {
+func NoClone3Filter() ([]unix.SockFilter, error) {
 	native, compat, err := auditArches()
 	if err != nil {
 		return nil, err
@@ -102,10 +103,10 @@ func noClone3Filter() ([]unix.SockFilter, error) {
 }
 
 // denyClone3 installs noClone3Filter on every thread of the process. With
-// no_new_privs set (every capsule's init has it: buildSpec) no capability
+// no_new_privs set (every capsule's init has it: runtime's buildSpec) no capability
 // is needed; setting it again changes nothing.
 func denyClone3() error {
-	prog, err := noClone3Filter()
+	prog, err := NoClone3Filter()
 	if err != nil {
 		return err
 	}
@@ -125,8 +126,8 @@ const (
 	modeNoClone3  = "no-clone3"
 )
 
-// trampolineMode is the MODE argument of ExecCommand.
-func trampolineMode(listenPid, noClone3 bool) string {
+// Mode is the MODE argument of ExecCommand.
+func Mode(listenPid, noClone3 bool) string {
 	var m []string
 	if listenPid {
 		m = append(m, modeListenPid)
@@ -140,9 +141,9 @@ func trampolineMode(listenPid, noClone3 bool) string {
 	return strings.Join(m, ",")
 }
 
-// runExec is the trampoline (ExecCommand); args are what follows it. It
+// Exec is the trampoline (ExecCommand); args are what follows it. It
 // returns only on failure, with the exit code.
-func runExec(args []string) int {
+func Exec(args []string) int {
 	// Nothing of the init's is left here, but the trampoline stays as
 	// closed as the init was until the service's own execve.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -186,10 +187,10 @@ func runExec(args []string) int {
 	return fail(errno, err)
 }
 
-// readExecStatus reads the trampoline's status pipe until it is closed: nil
+// ReadExecStatus reads the trampoline's status pipe until it is closed: nil
 // when the service's program was exec'd, else the errno the trampoline
 // wrote.
-func readExecStatus(r io.Reader) error {
+func ReadExecStatus(r io.Reader) error {
 	b, err := io.ReadAll(io.LimitReader(r, 64))
 	if err != nil {
 		return fmt.Errorf("the trampoline's status pipe: %w", err)

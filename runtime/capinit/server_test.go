@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package capinit
 
 import (
 	"os"
@@ -23,17 +23,17 @@ func TestInitRefusesHostFolders(t *testing.T) {
 	}
 	null := open(os.DevNull)
 	host := open(t.TempDir())
-	err := s.start(&initRequest{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 1, CgroupFiles: 1},
+	err := s.start(&Request{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 1, CgroupFiles: 1},
 		[]*os.File{null, null, host}, nil)
 	if err == nil || !strings.Contains(err.Error(), "leads up") {
 		t.Errorf("a host folder as a cgroup file: %v, want refused", err)
 	}
-	err = s.start(&initRequest{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 1, CgroupFiles: 2},
+	err = s.start(&Request{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 1, CgroupFiles: 2},
 		[]*os.File{null, null, host}, nil)
 	if err == nil || !strings.Contains(err.Error(), "expected") {
 		t.Errorf("file counts that do not add up: %v, want refused", err)
 	}
-	err = s.start(&initRequest{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 2, Cgroup: "../../etc"},
+	err = s.start(&Request{Op: "start", Service: "x", Args: []string{"/bin/true"}, CgroupVersion: 2, Cgroup: "../../etc"},
 		[]*os.File{null, null}, nil)
 	if err == nil {
 		t.Error("a cgroup name that climbs was accepted")

@@ -146,6 +146,10 @@ func attackPlant(victim string) {
 		c.Close()
 	}
 	fmt.Printf("notify ready: %v\n", err)
+	// Stay alive a moment: a datagram still queued when its sender's exit is
+	// seen is dropped (as systemd drops it without sd_notify_barrier), and
+	// under load the exit can win. The wall tested here is the planting.
+	time.Sleep(500 * time.Millisecond)
 	name := os.Getenv("TORI_SERVICE")
 	for _, p := range []string{
 		ns, // the notify socket, remade at each start

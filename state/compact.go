@@ -173,15 +173,21 @@ func (s *Store) moveCache(d *dataFile, old []*dataFile, source func(row int64) (
 	for _, o := range old {
 		maps.Copy(taken, s.cache.detach(o))
 	}
-	// The last row of d that takes a value from each old page.
+	// Where each row of d is in the cached old pages (nil: not cached), and
+	// the last row of d that takes a value from each old page.
+	type at struct {
+		p *pageRef
+		i int32
+	}
+	var srcs []at
 	last := map[*pageRef]int64{}
 	if len(taken) > 0 {
+		srcs = make([]at, d.meta.Rows)
 		for row := range d.meta.Rows {
 			o, r := source(row)
-			if p, _, err := o.locate(r); err == nil {
-				if _, ok := taken[p]; ok {
-					last[p] = row
-				}
+			if p, i, err := o.locate(r); err == nil && taken[p] != nil {
+				srcs[row] = at{p, i}
+				last[p] = row
 			}
 		}
 	}
@@ -195,13 +201,11 @@ func (s *Store) moveCache(d *dataFile, old []*dataFile, source func(row int64) (
 		}
 	}
 	value := func(row int64) ([]byte, bool) {
-		o, r := source(row)
-		p, i, err := o.locate(r)
-		if err != nil {
+		if srcs == nil || srcs[row].p == nil {
 			return nil, false
 		}
-		if cp := taken[p]; cp != nil {
-			return cp.value(i)
+		if cp := taken[srcs[row].p]; cp != nil {
+			return cp.value(srcs[row].i)
 		}
 		return nil, false
 	}

@@ -343,12 +343,21 @@ func (s *Store) flush(job flushJob) error {
 	}
 	s.files = append(s.files, d)
 	// The values are in the file now (writeDataFile sorted job.recs: record
-	// i is row i): point the index there and let the buffer's copies go.
+	// i is row i): cache its pages from the buffer's copies, point the index
+	// there and let the copies go.
+	s.warm(d, func(row int64) ([]byte, bool) { return job.recs[row].Value, true }, nil)
 	s.idxMu.Lock()
+	var relErr error
 	for i := range job.recs {
-		s.relocate(&job.recs[i], d, int64(i))
+		if err := s.relocate(&job.recs[i], d, int64(i)); err != nil && relErr == nil {
+			relErr = err
+		}
 	}
 	s.idxMu.Unlock()
+	if relErr != nil {
+		// openDataFile checked the pages cover every row: a bug, not damage.
+		s.log.Error().Err(relErr).Str("file", d.path).Msg("state: flush: a record stays in memory")
+	}
 	s.stats.flushes.Add(1)
 	for _, p := range job.segs {
 		if fi, err := os.Stat(p); err == nil {
@@ -393,16 +402,24 @@ func recordBytes(recs []Record) int {
 
 // relocate points the index entry of r, if it is still r's version, at row
 // of d. The caller holds idxMu.
-func (s *Store) relocate(r *Record, d *dataFile, row int64) {
+func (s *Store) relocate(r *Record, d *dataFile, row int64) error {
+	if r.Op == OpDelete {
+		return nil
+	}
+	p, slot, err := d.locate(row)
+	if err != nil {
+		return err
+	}
 	switch r.Op {
 	case OpPut:
 		if e, ok := s.kv[r.Key]; ok && e.seq == r.Seq {
-			e.file, e.row, e.value = d, row, nil
+			e.page, e.slot, e.value = p, slot, nil
 			s.kv[r.Key] = e
 		}
 	case OpEvent:
 		if i, ok := slices.BinarySearchFunc(s.events, r.Seq, func(e event, seq uint64) int { return cmpUint(e.seq, seq) }); ok {
-			s.events[i].file, s.events[i].row, s.events[i].value = d, row, nil
+			s.events[i].page, s.events[i].slot, s.events[i].value = p, slot, nil
 		}
 	}
+	return nil
 }

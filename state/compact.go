@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/parquet-go/parquet-go"
@@ -58,19 +59,23 @@ func (s *Store) compact() error {
 		return fmt.Errorf("compact: %w", err)
 	}
 	type reloc struct {
-		op  Op
-		key string
-		seq uint64
+		op     Op
+		key    string
+		seq    uint64
+		src    *dataFile // the file and row the record came from
+		srcRow int64
 	}
 	var rels []reloc
-	emit := func(r *Record) error {
-		rels = append(rels, reloc{r.Op, r.Key, r.Seq})
+	var pendingSrc *fileCursor
+	var pendingRow int64
+	emit := func(r *Record, src *fileCursor, srcRow int64) error {
+		rels = append(rels, reloc{r.Op, r.Key, r.Seq, src.d, srcRow})
 		return w.write(r)
 	}
 	var pending *Record
 	cut := s.eventsCut.Load()
 	for {
-		r, err := m.next()
+		r, src, srcRow, err := m.next()
 		if err != nil {
 			w.abort()
 			return fmt.Errorf("compact: %w", err)
@@ -79,7 +84,7 @@ func (s *Store) compact() error {
 			break
 		}
 		if pending != nil && (r.Op == OpEvent || pending.Key != r.Key) {
-			if err := emit(pending); err != nil {
+			if err := emit(pending, pendingSrc, pendingRow); err != nil {
 				w.abort()
 				return fmt.Errorf("compact: %w", err)
 			}
@@ -89,16 +94,16 @@ func (s *Store) compact() error {
 			continue // past the event retention
 		}
 		if r.Op == OpEvent {
-			if err := emit(r); err != nil {
+			if err := emit(r, src, srcRow); err != nil {
 				w.abort()
 				return fmt.Errorf("compact: %w", err)
 			}
 			continue
 		}
-		pending = r // sorted by (key, seq): the last one of a key is its newest
+		pending, pendingSrc, pendingRow = r, src, srcRow // sorted by (key, seq): the last one of a key is its newest
 	}
 	if pending != nil {
-		if err := emit(pending); err != nil {
+		if err := emit(pending, pendingSrc, pendingRow); err != nil {
 			w.abort()
 			return fmt.Errorf("compact: %w", err)
 		}
@@ -126,21 +131,93 @@ func (s *Store) compact() error {
 		}
 		return fmt.Errorf("compact: %w", err)
 	}
-	s.idxMu.Lock()
-	for i, r := range rels {
-		s.relocate(&Record{Op: r.op, Key: r.key, Seq: r.seq}, d, int64(i))
+	var relErr error
+	if d != nil {
+		relocate := func(start, end int64) {
+			s.idxMu.Lock()
+			for i := start; i < end; i++ {
+				r := &rels[i]
+				if err := s.relocate(&Record{Op: r.op, Key: r.key, Seq: r.seq}, d, i); err != nil && relErr == nil {
+					relErr = err
+				}
+			}
+			s.idxMu.Unlock()
+		}
+		s.moveCache(d, old, func(row int64) (*dataFile, int64) { return rels[row].src, rels[row].srcRow }, relocate)
 	}
-	s.idxMu.Unlock()
+	if relErr != nil {
+		// openDataFile checked the pages cover every row: a bug, not damage.
+		s.log.Error().Err(relErr).Str("file", d.path).Msg("state: compaction: an index entry was not moved")
+	}
 	s.files = slices.Clone(s.files[:start])
 	if d != nil {
 		s.files = append(s.files, d)
 	}
 	for _, o := range old {
+		o.close() // first: a reader that loads one of its pages now gets errMoved, never caches it
 		s.cache.drop(o)
-		o.close()
 	}
 	s.stats.compactions.Add(1)
 	return nil
+}
+
+// moveCache points the index at d, the file a compaction merged from old,
+// one page at a time (relocate), caching first each page of d that it can
+// copy from the cached pages of old (source gives the file and row each row
+// of d came from): a compaction does not make the values read so far cold.
+// The old pages leave the cache's accounting but stay readable until the
+// index no longer points at them, and are let go page by page, so the
+// memory held stays about CacheBytes.
+func (s *Store) moveCache(d *dataFile, old []*dataFile, source func(row int64) (*dataFile, int64), relocate func(start, end int64)) {
+	taken := map[*pageRef]*cachedPage{}
+	for _, o := range old {
+		maps.Copy(taken, s.cache.detach(o))
+	}
+	// Where each row of d is in the cached old pages (nil: not cached), and
+	// the last row of d that takes a value from each old page.
+	type at struct {
+		p *pageRef
+		i int32
+	}
+	var srcs []at
+	last := map[*pageRef]int64{}
+	if len(taken) > 0 {
+		srcs = make([]at, d.meta.Rows)
+		for row := range d.meta.Rows {
+			o, r := source(row)
+			if p, i, err := o.locate(r); err == nil && taken[p] != nil {
+				srcs[row] = at{p, i}
+				last[p] = row
+			}
+		}
+	}
+	release := map[int64][]*pageRef{}
+	for p, row := range last {
+		release[row] = append(release[row], p)
+	}
+	for p := range taken {
+		if _, ok := last[p]; !ok {
+			s.cache.release(p) // holds no row of d (every version in it was replaced)
+		}
+	}
+	value := func(row int64) ([]byte, bool) {
+		if srcs == nil || srcs[row].p == nil {
+			return nil, false
+		}
+		if cp := taken[srcs[row].p]; cp != nil {
+			return cp.value(srcs[row].i)
+		}
+		return nil, false
+	}
+	s.warm(d, value, func(start, end int64) {
+		relocate(start, end)
+		for row := start; row < end; row++ {
+			for _, p := range release[row] {
+				delete(taken, p)
+				s.cache.release(p)
+			}
+		}
+	})
 }
 
 // merger yields the rows of sorted data files in (key, seq) order.
@@ -153,6 +230,7 @@ type fileCursor struct {
 	buf []Row
 	i   int
 	cur *Record
+	row int64 // cur's row in d
 	d   *dataFile
 }
 
@@ -162,7 +240,7 @@ func newMerger(files []*dataFile) (*merger, error) {
 		// Read ahead about 512 KiB of rows a file: many small rows, or two
 		// large ones (values go up to 1 MiB).
 		per := max(1, d.meta.Size/max(1, d.meta.Rows))
-		c := &fileCursor{r: parquet.NewGenericReader[Row](d.f), buf: make([]Row, min(256, max(2, (512<<10)/per))), d: d}
+		c := &fileCursor{r: parquet.NewGenericReader[Row](d.f), buf: make([]Row, min(256, max(2, (512<<10)/per))), d: d, row: -1}
 		if err := c.advance(); err != nil {
 			m.close()
 			return nil, err
@@ -190,12 +268,14 @@ func (c *fileCursor) advance() error {
 	}
 	r.Value = slices.Clone(r.Value)
 	c.cur = &r
+	c.row++
 	c.i++
 	return nil
 }
 
-// next returns the smallest row by (key, seq), or nil at the end.
-func (m *merger) next() (*Record, error) {
+// next returns the smallest row by (key, seq), or nil at the end, with the
+// cursor it came from and its row in that cursor's file.
+func (m *merger) next() (*Record, *fileCursor, int64, error) {
 	var best *fileCursor
 	for _, c := range m.heads {
 		if c.cur == nil {
@@ -206,13 +286,13 @@ func (m *merger) next() (*Record, error) {
 		}
 	}
 	if best == nil {
-		return nil, nil
+		return nil, nil, 0, nil
 	}
-	r := best.cur
+	r, row := best.cur, best.row
 	if err := best.advance(); err != nil {
-		return nil, err
+		return nil, nil, 0, err
 	}
-	return r, nil
+	return r, best, row, nil
 }
 
 func (m *merger) close() {

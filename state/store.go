@@ -71,14 +71,15 @@ type Store struct {
 }
 
 // entry is where the current version of a key is: its value in memory
-// while it is only in the log (file == nil), else the file and row.
+// while it is only in the log (page == nil), else the page of a data file
+// holding it and its slot in that page.
 type entry struct {
 	seq     uint64
 	time    int64
 	service string
 	value   []byte
-	file    *dataFile
-	row     int64
+	page    *pageRef
+	slot    int32
 }
 
 // event is an entry of the event log.
@@ -110,7 +111,7 @@ type flushWaiter struct {
 
 type counters struct {
 	commits, fsyncs, records, flushes, compactions, manifestGen, seq atomic.Uint64
-	quotaRefused, eventsDropped                                      atomic.Uint64
+	quotaRefused, eventsDropped, pageLoads                           atomic.Uint64
 	files, fileBytes, logBytes                                       atomic.Int64
 	lastFlushNanos                                                   atomic.Int64
 }
@@ -193,7 +194,11 @@ func (s *Store) recover() error {
 			if err != nil {
 				return fmt.Errorf("row %d: %w", row, err)
 			}
-			s.applyAt(op, ir.Key, entry{seq: uint64(ir.Seq), time: ir.TS, service: s.intern(ir.Service), file: d, row: row})
+			p, slot, err := d.locate(row)
+			if err != nil {
+				return err
+			}
+			s.applyAt(op, ir.Key, entry{seq: uint64(ir.Seq), time: ir.TS, service: s.intern(ir.Service), page: p, slot: slot})
 			return nil
 		})
 		if err != nil {
@@ -588,10 +593,10 @@ func (s *Store) Read(key string) (Entry, bool, error) {
 
 // valueOf returns a copy of e's value.
 func (s *Store) valueOf(e *entry) ([]byte, error) {
-	if e.file == nil {
+	if e.page == nil {
 		return slices.Clone(e.value), nil
 	}
-	return s.readValue(e.file, e.row)
+	return s.readValue(e.page, e.slot)
 }
 
 // List returns the keys starting with prefix, sorted.
@@ -736,7 +741,8 @@ type Stats struct {
 	QuotaRefused uint64 // writes refused over quota since Open
 	// EventsDropped counts events dropped by the retention since Open.
 	EventsDropped uint64
-	CacheBytes    int // decoded value pages held in memory
+	CacheBytes    int    // decoded value pages held in memory
+	PageLoads     uint64 // value pages read and decoded from data files (cache misses) since Open
 }
 
 // Stats returns the store's counters.
@@ -756,7 +762,7 @@ func (s *Store) Stats() Stats {
 		LastFlush: time.Duration(s.stats.lastFlushNanos.Load()),
 		Quota:     s.opts.Quota, Used: s.stats.fileBytes.Load() + s.stats.logBytes.Load(),
 		QuotaRefused: s.stats.quotaRefused.Load(), EventsDropped: s.stats.eventsDropped.Load(),
-		CacheBytes: s.cache.used(),
+		CacheBytes: s.cache.used(), PageLoads: s.stats.pageLoads.Load(),
 	}
 }
 

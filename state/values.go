@@ -1,7 +1,6 @@
 package state
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -9,14 +8,17 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 )
 
 // Values live on disk: in the data files, found through the in-memory index
-// (key → seq and the file and row holding the value), or, for the records
-// not yet flushed, in the buffer. Reads of values in files go through a
-// cache of decoded value pages bounded in bytes (Options.CacheBytes).
+// (key → seq and the page and slot in it holding the value), or, for the
+// records not yet flushed, in the buffer. Reads of values in files go through
+// a cache of decoded value pages bounded in bytes (Options.CacheBytes): the
+// index entry points at the page's pageRef, so a hit is one atomic load and a
+// copy (no lookup by key, no lock, no page index walk).
 
 // valueColumn is the index of the value column in Row.
 const valueColumn = 3
@@ -27,8 +29,8 @@ type dataFile struct {
 	path   string
 	f      *os.File
 	pf     *parquet.File
-	starts []int64   // first row of each row group
-	pages  [][]int64 // per row group, the first row of each page of the value column
+	starts []int64      // first row of each row group
+	pages  [][]*pageRef // per row group, each page of the value column
 
 	mu     sync.RWMutex // readers hold it shared; close takes it
 	closed bool
@@ -59,11 +61,19 @@ func openDataFile(dir string, meta fileMeta) (*dataFile, error) {
 			f.Close()
 			return nil, fmt.Errorf("%w: data file %s row group %d: offset index: %w", ErrCorrupt, path, i, err)
 		}
-		firsts := make([]int64, oi.NumPages())
-		for p := range firsts {
-			firsts[p] = oi.FirstRowIndex(p)
+		refs := make([]*pageRef, oi.NumPages())
+		for p := range refs {
+			first, end := oi.FirstRowIndex(p), rg.NumRows()
+			if p+1 < len(refs) {
+				end = oi.FirstRowIndex(p + 1)
+			}
+			if p == 0 && first != 0 || end < first || end > rg.NumRows() {
+				f.Close()
+				return nil, fmt.Errorf("%w: data file %s row group %d: offset index: page %d holds rows %d..%d of %d", ErrCorrupt, path, i, p, first, end, rg.NumRows())
+			}
+			refs[p] = &pageRef{file: d, rg: int32(i), page: int32(p), first: first, rows: int32(end - first), slot: -1}
 		}
-		d.pages = append(d.pages, firsts)
+		d.pages = append(d.pages, refs)
 	}
 	if n != meta.Rows {
 		f.Close()
@@ -172,41 +182,89 @@ func eachValue(cc parquet.ColumnChunk, fn func(parquet.Value)) error {
 	}
 }
 
-// readValue returns a copy of the value at row of d, through the cache.
-func (s *Store) readValue(d *dataFile, row int64) ([]byte, error) {
+// locate returns the page of d holding row and the row's slot in it.
+func (d *dataFile) locate(row int64) (*pageRef, int32, error) {
+	rg := sort.Search(len(d.starts), func(i int) bool { return d.starts[i] > row }) - 1
+	if rg < 0 {
+		return nil, 0, fmt.Errorf("%w: data file %s has no row %d", ErrCorrupt, d.path, row)
+	}
+	r := row - d.starts[rg]
+	refs := d.pages[rg]
+	page := sort.Search(len(refs), func(i int) bool { return refs[i].first > r }) - 1
+	if page < 0 || r-refs[page].first >= int64(refs[page].rows) {
+		return nil, 0, fmt.Errorf("%w: data file %s: no page holds row %d", ErrCorrupt, d.path, row)
+	}
+	return refs[page], int32(r - refs[page].first), nil
+}
+
+// pageRef is a page of a data file's value column: where index entries
+// point, and where the cache keeps the page once decoded.
+type pageRef struct {
+	file     *dataFile
+	rg, page int32
+	rows     int32                      // rows in the page
+	first    int64                      // its first row in the row group
+	cp       atomic.Pointer[cachedPage] // nil unless cached
+	ref      atomic.Bool                // read since the clock hand last passed
+	slot     int                        // index in pageCache.ring, -1: not cached (guarded by pageCache.mu)
+}
+
+// cachedPage is a decoded page of values: value i is data[offs[i]:offs[i+1]].
+type cachedPage struct {
+	data []byte
+	offs []uint32
+}
+
+func (p *cachedPage) size() int { return len(p.data) + 4*len(p.offs) + 128 }
+
+func (p *cachedPage) value(i int32) ([]byte, bool) {
+	if i < 0 || int(i)+1 >= len(p.offs) {
+		return nil, false
+	}
+	return p.data[p.offs[i]:p.offs[i+1]], true
+}
+
+// readValue returns a copy of value i of page p, through the cache.
+func (s *Store) readValue(p *pageRef, i int32) ([]byte, error) {
+	cp := p.cp.Load()
+	if cp == nil {
+		var err error
+		if cp, err = s.loadPage(p); err != nil {
+			return nil, err
+		}
+	} else if !p.ref.Load() {
+		p.ref.Store(true)
+	}
+	v, ok := cp.value(i)
+	if !ok {
+		return nil, fmt.Errorf("%w: data file %s row group %d page %d has no value %d", ErrCorrupt, p.file.path, p.rg, p.page, i)
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// loadPage decodes page p from its file and caches it. A file closed
+// meanwhile (replaced by a compaction) gives errMoved.
+func (s *Store) loadPage(p *pageRef) (*cachedPage, error) {
+	d := p.file
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
 		return nil, errMoved
 	}
-	rg := sort.Search(len(d.starts), func(i int) bool { return d.starts[i] > row }) - 1
-	if rg < 0 {
-		return nil, fmt.Errorf("%w: data file %s has no row %d", ErrCorrupt, d.path, row)
+	cc := d.pf.RowGroups()[p.rg].ColumnChunks()[valueColumn]
+	cp, err := decodePage(cc, p.first)
+	if err == nil && len(cp.offs) != int(p.rows)+1 {
+		err = fmt.Errorf("the page holds %d values, its offset index says %d", len(cp.offs)-1, p.rows)
 	}
-	r := row - d.starts[rg]
-	firsts := d.pages[rg]
-	page := sort.Search(len(firsts), func(i int) bool { return firsts[i] > r }) - 1
-	if page < 0 {
-		return nil, fmt.Errorf("%w: data file %s: no page holds row %d", ErrCorrupt, d.path, row)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data file %s row group %d page %d: %w", ErrCorrupt, d.path, p.rg, p.page, err)
 	}
-	key := pageKey{d, rg, page}
-	cp := s.cache.get(key)
-	if cp == nil {
-		var err error
-		cc := d.pf.RowGroups()[rg].ColumnChunks()[valueColumn]
-		if cp, err = loadPage(cc, firsts[page]); err != nil {
-			return nil, fmt.Errorf("%w: data file %s row group %d page %d: %w", ErrCorrupt, d.path, rg, page, err)
-		}
-		s.cache.put(key, cp)
-	}
-	i := int(r - cp.first)
-	if i < 0 || i+1 >= len(cp.offs) {
-		return nil, fmt.Errorf("%w: data file %s: row %d is not in its page", ErrCorrupt, d.path, row)
-	}
-	return append([]byte(nil), cp.data[cp.offs[i]:cp.offs[i+1]]...), nil
+	s.stats.pageLoads.Add(1)
+	s.cache.insert(p, cp) // under d.mu: a closed file's pages are never cached again
+	return cp, nil
 }
 
-func loadPage(cc parquet.ColumnChunk, first int64) (*cachedPage, error) {
+func decodePage(cc parquet.ColumnChunk, first int64) (*cachedPage, error) {
 	pages := cc.Pages()
 	defer pages.Close()
 	if err := pages.SeekToRow(first); err != nil {
@@ -219,72 +277,160 @@ func loadPage(cc parquet.ColumnChunk, first int64) (*cachedPage, error) {
 	defer parquet.Release(p)
 	vals := p.Data()
 	data, offs := vals.ByteArray()
-	return &cachedPage{first: first, data: append([]byte(nil), data...), offs: append([]uint32(nil), offs...)}, nil
+	return &cachedPage{data: append([]byte(nil), data...), offs: append([]uint32(nil), offs...)}, nil
 }
 
-type pageKey struct {
-	f        *dataFile
-	rg, page int
+// warm caches the pages of d whose every value value(row) gives, as a
+// flush or a compaction writes d: the values were in memory already, and a
+// read right after a write (the common case for state) then decodes
+// nothing; RocksDB's prepopulate_block_cache does the same for flushes.
+// Only pages of small values (at most warmValueMax each) are cached this
+// way: a large value is cheap to decode for its size, and caching every
+// large value written would fill the cache with data nobody may read (and
+// take the memory of a write-only load to CacheBytes more).
+// pageDone, if set, is called with the rows [start, end) of each page once it
+// is cached (or could not be).
+func (s *Store) warm(d *dataFile, value func(row int64) ([]byte, bool), pageDone func(start, end int64)) {
+	var data []byte
+	var offs []uint32
+	for rg, refs := range d.pages {
+		for _, p := range refs {
+			data, offs = data[:0], append(offs[:0], 0)
+			ok := true
+			start := d.starts[rg] + p.first
+			end := start + int64(p.rows)
+			for r := start; ok && r < end; r++ {
+				var v []byte
+				if v, ok = value(r); ok && len(v) <= warmValueMax && len(data)+len(v) <= s.cache.max {
+					data = append(data, v...)
+					offs = append(offs, uint32(len(data)))
+				} else {
+					ok = false
+				}
+			}
+			if ok {
+				s.cache.insert(p, &cachedPage{data: append([]byte(nil), data...), offs: append([]uint32(nil), offs...)})
+			}
+			if pageDone != nil {
+				pageDone(start, end)
+			}
+		}
+	}
 }
 
-type cachedPage struct {
-	key   pageKey
-	first int64
-	data  []byte
-	offs  []uint32
-}
+// warmValueMax is the largest value a flush or a compaction caches.
+const warmValueMax = 4 << 10
 
-func (p *cachedPage) size() int { return len(p.data) + 4*len(p.offs) + 96 }
-
-// pageCache is an LRU of decoded value pages, bounded in bytes.
+// pageCache holds decoded value pages, bounded in bytes, evicting with
+// CLOCK (second chance: the approximation of LRU of PostgreSQL's buffer
+// manager and of the kernel's page cache). A hit only loads the page's
+// pointer and sets its reference bit, with no lock and no lookup: a general
+// cache library (otter, ristretto, golang-lru) would put a hashed lookup and
+// its own bookkeeping on every read, and the index already knows the page.
+// Inserts and evictions take mu.
 type pageCache struct {
 	mu    sync.Mutex
 	max   int
 	bytes int
-	m     map[pageKey]*list.Element
-	l     list.List
+	ring  []*pageRef
+	hand  int
 }
 
-func newPageCache(max int) *pageCache { return &pageCache{max: max, m: map[pageKey]*list.Element{}} }
+func newPageCache(max int) *pageCache { return &pageCache{max: max} }
 
-func (c *pageCache) get(k pageKey) *cachedPage {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[k]; ok {
-		c.l.MoveToFront(e)
-		return e.Value.(*cachedPage)
-	}
-	return nil
-}
-
-func (c *pageCache) put(k pageKey, p *cachedPage) {
-	p.key = k
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[k]; ok || p.size() > c.max {
+func (c *pageCache) insert(p *pageRef, cp *cachedPage) {
+	size := cp.size()
+	if size > c.max {
 		return
 	}
-	c.m[k] = c.l.PushFront(p)
-	c.bytes += p.size()
-	for c.bytes > c.max {
-		e := c.l.Back()
-		old := e.Value.(*cachedPage)
-		c.l.Remove(e)
-		delete(c.m, old.key)
-		c.bytes -= old.size()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.slot >= 0 || p.cp.Load() != nil {
+		return // another reader cached it first, or it is detached (still readable)
+	}
+	for c.bytes+size > c.max && len(c.ring) > 0 {
+		c.evictOne()
+	}
+	p.ref.Store(true)
+	p.cp.Store(cp)
+	p.slot = len(c.ring)
+	c.ring = append(c.ring, p)
+	c.bytes += size
+}
+
+// evictOne advances the hand to a page not read since it last passed (at
+// most one turn: the hand clears the bits it passes) and evicts it. The
+// caller holds mu; the ring is not empty.
+func (c *pageCache) evictOne() {
+	for {
+		if c.hand >= len(c.ring) {
+			c.hand = 0
+		}
+		p := c.ring[c.hand]
+		if p.ref.Load() {
+			p.ref.Store(false)
+			c.hand++
+			continue
+		}
+		c.remove(p)
+		return
 	}
 }
 
-// drop forgets the pages of a file that is being closed.
+// remove evicts p (the last page of the ring takes its slot). The caller
+// holds mu.
+func (c *pageCache) remove(p *pageRef) *cachedPage {
+	cp := p.cp.Load()
+	c.bytes -= cp.size()
+	p.cp.Store(nil)
+	last := c.ring[len(c.ring)-1]
+	c.ring[p.slot], last.slot = last, p.slot
+	c.ring[len(c.ring)-1] = nil
+	c.ring = c.ring[:len(c.ring)-1]
+	p.slot = -1
+	return cp
+}
+
+// drop evicts the pages of d, detached ones included (d is closed).
 func (c *pageCache) drop(d *dataFile) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, e := range c.m {
-		if k.f == d {
-			c.bytes -= e.Value.(*cachedPage).size()
-			c.l.Remove(e)
-			delete(c.m, k)
+	for _, refs := range d.pages {
+		for _, p := range refs {
+			if p.slot >= 0 {
+				c.remove(p)
+			} else {
+				p.cp.Store(nil)
+			}
 		}
+	}
+}
+
+// detach takes the pages of d out of the cache's accounting and returns
+// them; they stay readable until release (a compaction copies them into
+// the pages of the file replacing d, then lets each go).
+func (c *pageCache) detach(d *dataFile) map[*pageRef]*cachedPage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[*pageRef]*cachedPage{}
+	for _, refs := range d.pages {
+		for _, p := range refs {
+			if p.slot >= 0 {
+				cp := c.remove(p)
+				p.cp.Store(cp)
+				out[p] = cp
+			}
+		}
+	}
+	return out
+}
+
+// release lets a detached page go.
+func (c *pageCache) release(p *pageRef) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.slot < 0 {
+		p.cp.Store(nil)
 	}
 }
 

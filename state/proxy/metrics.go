@@ -31,7 +31,7 @@ type Metrics struct {
 
 type storeDescs struct {
 	buffered, bufferCap, fsyncs, commits, keys, events, fileBytes, files, flushes, compactions, failed *prometheus.Desc
-	quota, used, quotaRefused, eventsDropped, cacheBytes                                               *prometheus.Desc
+	quota, used, quotaRefused, eventsDropped, cacheBytes, pageLoads                                    *prometheus.Desc
 }
 
 // NewMetrics creates the metrics and registers them with reg (for instance
@@ -79,6 +79,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		quotaRefused:  d("tori_state_quota_refused_total", "Writes refused with 507 over the quota."),
 		eventsDropped: d("tori_state_events_dropped_total", "Events dropped by the event retention."),
 		cacheBytes:    d("tori_state_cache_bytes", "Decoded value pages held in memory."),
+		pageLoads:     d("tori_state_page_loads_total", "Value pages read and decoded from data files (cache misses)."),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.writeSeconds, m.rateLimited, m.commitBatch, m.fsyncSeconds, storeCollector{m}} {
 		// Each series also gets its capsule's release and build_sha
@@ -128,7 +129,7 @@ type storeCollector struct{ m *Metrics }
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.m.descs
 	for _, x := range []*prometheus.Desc{d.buffered, d.bufferCap, d.fsyncs, d.commits, d.keys, d.events, d.fileBytes, d.files, d.flushes, d.compactions, d.failed,
-		d.quota, d.used, d.quotaRefused, d.eventsDropped, d.cacheBytes} {
+		d.quota, d.used, d.quotaRefused, d.eventsDropped, d.cacheBytes, d.pageLoads} {
 		ch <- x
 	}
 }
@@ -169,6 +170,7 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		cnt(d.quotaRefused, st.QuotaRefused)
 		cnt(d.eventsDropped, st.EventsDropped)
 		g(d.cacheBytes, float64(st.CacheBytes))
+		cnt(d.pageLoads, st.PageLoads)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"github.com/gofrs/flock"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/layout"
 )
 
 // Store is the releases installed under a root: <root>/releases/<digest>/.
@@ -77,7 +79,7 @@ const (
 // Open opens the store under root, creating root/releases if needed, and
 // removes what killed installs and removals left behind.
 func Open(root string, opts ...Option) (*Store, error) {
-	s := &Store{root: root, releases: filepath.Join(root, "releases"), lim: DefaultLimits(), log: zerolog.Nop()}
+	s := &Store{root: root, releases: layout.Layout{Root: root}.Releases(), lim: DefaultLimits(), log: zerolog.Nop()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -264,8 +266,9 @@ func (s *Store) references() (map[string][]string, error) {
 		}
 		return nil
 	}
-	err := filepath.WalkDir(filepath.Join(s.root, "refs"), func(p string, de fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && p == filepath.Join(s.root, "refs") {
+	l := layout.Layout{Root: s.root}
+	err := filepath.WalkDir(l.Refs(), func(p string, de fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == l.Refs() {
 			return fs.SkipAll
 		}
 		if err != nil || !de.Type().IsRegular() {
@@ -279,9 +282,13 @@ func (s *Store) references() (map[string][]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading references: %w", err)
 	}
-	inst, err := filepath.Glob(filepath.Join(s.root, "instances", "*", "release"))
+	dirs, err := filepath.Glob(l.InstanceGlob(""))
 	if err != nil {
 		return nil, err
+	}
+	var inst []string
+	for _, d := range dirs {
+		inst = append(inst, layout.InstanceAt(d).Release)
 	}
 	for _, p := range inst {
 		if err := note(p); err != nil && !errors.Is(err, fs.ErrNotExist) {

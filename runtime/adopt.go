@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/specs"
@@ -33,13 +34,13 @@ func (a AdoptedService) Process() supervisor.Process { return serviceProcess{a.S
 // FindAdoptable returns the folder of an instance of capsule that a daemon
 // made and whose tori-run is gone (its lock is free), or "".
 func FindAdoptable(root, capsule string) string {
-	dirs, _ := filepath.Glob(filepath.Join(root, "instances", capsule+"-*"))
+	dirs, _ := filepath.Glob(layout.Layout{Root: root}.InstanceGlob(capsule))
 	for _, dir := range dirs {
 		rec, err := readRecord(dir)
 		if err != nil || rec.Capsule != capsule || rec.Owner != OwnerDaemon {
 			continue
 		}
-		l := flock.New(filepath.Join(dir, "lock"))
+		l := flock.New(layout.InstanceAt(dir).Lock)
 		if ok, err := l.TryLock(); err == nil && ok {
 			_ = l.Unlock()
 			return dir
@@ -78,9 +79,10 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 		return nil, nil, err
 	}
 	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,
-		paths: newInstancePaths(o.Root, rec.ID), opts: o, services: map[string]*cgroups.Group{}}
+		paths: o.layout().Instance(rec.ID), opts: o, services: map[string]*cgroups.Group{}}
 	i.Log = CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA).With().Str("instance", rec.ID).Logger()
-	if i.confine.uid, i.confine.gid, err = resolveUser(m, layers); err != nil {
+	var c confinement
+	if c.uid, c.gid, err = resolveUser(m, layers); err != nil {
 		return nil, nil, err
 	}
 	i.lock = flock.New(i.paths.Lock)
@@ -98,10 +100,18 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	if err := cgroups.EnsureDelegation(i.host); err != nil {
 		return nil, nil, err
 	}
+	facts, err := hostFacts(i.host, o.Binary, o.InitBinary)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rec.Release, BuildSHA: rec.BuildSHA}
+	if i.plan, err = compilePlan(t, o, rec.ID, facts, c, ""); err != nil {
+		return nil, nil, err
+	}
 	if i.group, err = cgroups.Load(i.host, rec.CgroupPath); err != nil {
 		return nil, nil, err
 	}
-	if i.container, err = libcontainer.Load(rec.StateRoot, rec.ID); err != nil {
+	if i.container, err = libcontainer.Load(rec.ContainerRoot, rec.ID); err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", rec.ID, err)
 	}
 	if st, err := i.container.Status(); err != nil || st != libcontainer.Running {
@@ -116,6 +126,10 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 		_ = i.stopState(ctx)
 		return nil, nil, err
 	}
+	if err := i.createServiceCgroups(); err != nil { // those of services not running (cgroup.go)
+		_ = i.stopState(ctx)
+		return nil, nil, err
+	}
 	if err := i.adoptSockets(); err != nil {
 		_ = i.stopState(ctx)
 		return nil, nil, err
@@ -127,7 +141,7 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 // adoptServices asks the init for its live services over one connection,
 // which then carries their exits.
 func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) {
-	procs, held, names, conn, err := capinit.Adopt(ctx, i.paths.Socket, initAnswerTimeout)
+	procs, held, names, conn, err := capinit.Adopt(ctx, i.paths.InitSocket, initAnswerTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -154,20 +168,6 @@ func (i *Instance) adoptServices(ctx context.Context) ([]AdoptedService, error) 
 	i.heldFiles, i.heldNames = held, names // the capsule's listening sockets
 	go dispatchExits(conn, byPid)
 	return out, nil
-}
-
-func (i *Instance) serviceGroup(name string) (*cgroups.Group, error) {
-	if i.Manifest.Service(name) == nil {
-		return nil, fmt.Errorf("the init runs %q, which the manifest does not name", name)
-	}
-	g, err := cgroups.Load(i.host, filepath.Join(i.group.Path(), "svc-"+name))
-	if err != nil {
-		return nil, err
-	}
-	i.svcMu.Lock()
-	i.services[name] = g
-	i.svcMu.Unlock()
-	return g, nil
 }
 
 // dispatchExits delivers the exits the init reports on an adopt

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/internal/atomicfile"
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/image"
 	"github.com/tori-run/tori-run/specs"
@@ -202,7 +203,7 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 	if err := os.MkdirAll(notify, 0o700); err != nil {
 		return nil, err
 	}
-	sup, err := supervisor.New(supervisorConfigs(m), containerRunner{c}, supervisor.Options{
+	sup, err := supervisor.New(manifestSupervision(m), containerRunner{c}, supervisor.Options{
 		Prober:    containerProber{c},
 		LogDir:    LogDir(o.Root, m.Name),
 		NotifyDir: notify,
@@ -328,7 +329,7 @@ func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
 		_ = os.Chmod(o.StateSocket, 0o666)
 	}
 	go func() { _ = srv.Serve(l) }()
-	admin := filepath.Join(o.Root, "instances", m.Name+"-container", "admin", "state.sock")
+	admin := layout.Layout{Root: o.Root}.Instance(m.Name + "-container").AdminSocket
 	if err := os.MkdirAll(filepath.Dir(admin), 0o700); err != nil {
 		c.log.Warn().Err(err).Msg("no admin state socket: tori-run state will open the store itself")
 	} else if al, err := proxy.Listen(admin); err != nil {

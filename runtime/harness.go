@@ -269,7 +269,7 @@ func applyLimits(t *Target, o HarnessOptions) (*Target, error) {
 // the connection (close-on-exec). What the kernel does not tie to a process
 // (the overlay's mount, cgroups, files) is left for SweepStale.
 func (i *Instance) TieToProcess() (*net.UnixConn, error) {
-	conn, err := capinit.DieWithHost(context.Background(), i.paths.Socket, initAnswerTimeout)
+	conn, err := capinit.DieWithHost(context.Background(), i.paths.InitSocket, initAnswerTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("tying the capsule to this process: %w", err)
 	}

@@ -9,16 +9,14 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tori-run/tori-run/runtime/capinit"
 	"github.com/tori-run/tori-run/runtime/initbin"
 )
 
 // embeddedInit is initbin.Embedded; tests give it bytes.
 var embeddedInit = initbin.Embedded
 
-// capsuleInit is where the small capsule init (cmd/tori-init) is bound; the
-// fallback, tori-run itself, is bound at capsuleBinary.
-const capsuleInit = "/.tori/init"
+// The small capsule init (cmd/tori-init) is bound at plan.CapsuleInit; the
+// fallback, tori-run itself, at plan.CapsuleBinary (runtime/plan/spec.go).
 
 // resolveInit picks the capsule's PID 1: Options.InitBinary if given, else
 // the init this tori-run embeds (installed under <RunDir>/init, see
@@ -30,7 +28,7 @@ const capsuleInit = "/.tori/init"
 func resolveInit(o *Options, log zerolog.Logger, install bool) error {
 	if o.InitBinary == "" {
 		if bin, digest := embeddedInit(); bin != nil {
-			dir := filepath.Join(o.RunDir, "init")
+			dir := o.layout().Inits()
 			o.InitBinary = filepath.Join(dir, digest)
 			if install {
 				p, err := initbin.Install(dir, bin, digest)
@@ -50,14 +48,6 @@ func resolveInit(o *Options, log zerolog.Logger, install bool) error {
 		}
 	}
 	return nil
-}
-
-// initArgv is the capsule's process: the init, as bound by buildSpec.
-func initArgv(in specInput) []string {
-	if in.Init != "" {
-		return []string{capsuleInit, capinit.InitCommand}
-	}
-	return []string{capsuleBinary, capinit.InitCommand}
 }
 
 // EmbeddedInit is the SHA-256 of the capsule init this tori-run carries

@@ -11,7 +11,24 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tori-run/tori-run/runtime/plan"
+	"github.com/tori-run/tori-run/specs"
 )
+
+// initArgvOf is the capsule's process in the plan compiled with o's
+// binaries.
+func initArgvOf(t *testing.T, o Options) []string {
+	t.Helper()
+	f := plan.AssumedFacts()
+	f.Binary, f.Init = o.Binary, o.InitBinary
+	m := &specs.Manifest{Name: "x", Layers: []string{specs.LayerHost}, Seccomp: specs.SeccompUnconfined}
+	p, err := plan.Compile(plan.Input{Manifest: m, ID: "x-1"}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Spec.Process.Args
+}
 
 // TestResolveInitEmbedded: a tori-run that embeds an init installs it under
 // its run folder and makes it the capsule's PID 1 at /.tori/init, without
@@ -33,8 +50,7 @@ func TestResolveInitEmbedded(t *testing.T) {
 	if got, err := os.ReadFile(o.InitBinary); err != nil || string(got) != string(bin) {
 		t.Fatalf("installed init: %q, %v", got, err)
 	}
-	in := specInput{Binary: o.Binary, Init: o.InitBinary}
-	if argv := initArgv(in); !slices.Equal(argv, []string{capsuleInit, "capsule-init"}) {
+	if argv := initArgvOf(t, o); !slices.Equal(argv, []string{plan.CapsuleInit, "capsule-init"}) {
 		t.Errorf("the capsule's process is %q, want /.tori/init capsule-init", argv)
 	}
 
@@ -47,7 +63,7 @@ func TestResolveInitEmbedded(t *testing.T) {
 	if o.InitBinary != "" || o.Binary != self {
 		t.Fatalf("fallback: InitBinary %q, Binary %q; want tori-run itself (%s)", o.InitBinary, o.Binary, self)
 	}
-	if argv := initArgv(specInput{Binary: o.Binary}); !slices.Equal(argv, []string{capsuleBinary, "capsule-init"}) {
+	if argv := initArgvOf(t, o); !slices.Equal(argv, []string{capsuleBinary, "capsule-init"}) {
 		t.Errorf("the fallback's process is %q, want /.tori/tori-run capsule-init", argv)
 	}
 	if _, err := os.Stat(filepath.Join(o.RunDir, "init")); err == nil {

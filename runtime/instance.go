@@ -25,57 +25,31 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/overlay"
+	"github.com/tori-run/tori-run/runtime/cgprobe"
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state/proxy"
 )
 
-// An instance lives in <root>/instances/<id>/:
-//
-//	instance.json  the record: what was created, for cleanup after a crash
-//	lock           flock held by the tori-run that owns the instance
-//	rootfs/        the capsule's / (host layer: empty but for symlinks and
-//	               mount points; libcontainer mounts inside its namespace)
-//	app/           the overlay of the release's app under the scratch layer
-//	scratch/       upper and work of that overlay, discarded at stop
-//	run/           host side only, never bound into the capsule: the init's
-//	               socket, its log, the supervisor's state files
-//	notify/        only the services' sd_notify sockets, bound read-only at
-//	               /.tori/notify
-//	state/         only the state proxy's socket, bound read-only at /run/tori
-//
-// libcontainer's state lives in <rundir>/containers/<id>, on tmpfs.
-type instancePaths struct {
-	Dir, Record, Lock, Rootfs, App, Upper, Work, Run, Socket string
-	Notify                                                   string
-	State, StateSocket, Admin, AdminSocket                   string
-	RootUpper, RootWork                                      string
-}
-
-func newInstancePaths(root, id string) instancePaths {
-	dir := filepath.Join(root, "instances", id)
-	return instancePaths{
-		Dir: dir, Record: filepath.Join(dir, "instance.json"), Lock: filepath.Join(dir, "lock"),
-		Rootfs: filepath.Join(dir, "rootfs"), App: filepath.Join(dir, "app"),
-		Upper: filepath.Join(dir, "scratch", "upper"), Work: filepath.Join(dir, "scratch", "work"),
-		Run: filepath.Join(dir, "run"), Socket: filepath.Join(dir, "run", "init.sock"),
-		Notify: filepath.Join(dir, "notify"),
-		State:  filepath.Join(dir, "state"), StateSocket: filepath.Join(dir, "state", "state.sock"),
-		Admin: filepath.Join(dir, "admin"), AdminSocket: filepath.Join(dir, "admin", "state.sock"),
-		RootUpper: filepath.Join(dir, "scratch", "root-upper"), RootWork: filepath.Join(dir, "scratch", "root-work"),
-	}
-}
+// An instance lives in <root>/instances/<id>/ (layout.Instance names its
+// files); libcontainer's state lives in <rundir>/containers/<id>, on tmpfs.
 
 // instanceRecord is written before anything is created, so that a tori-run
 // killed at any moment leaves enough behind for the next one to clean up.
 type instanceRecord struct {
-	ID         string    `json:"id"`
-	Capsule    string    `json:"capsule"`
-	Release    string    `json:"release"`
-	BuildSHA   string    `json:"build_sha,omitempty"`
-	CgroupPath string    `json:"cgroup_path"`
-	StateRoot  string    `json:"state_root"`
-	Created    time.Time `json:"created"`
+	ID         string `json:"id"`
+	Capsule    string `json:"capsule"`
+	Release    string `json:"release"`
+	BuildSHA   string `json:"build_sha,omitempty"`
+	CgroupPath string `json:"cgroup_path"`
+	// ContainerRoot is libcontainer's root the container's state is in
+	// (<rundir>/containers). Records written before it had this name say
+	// state_root (readRecord reads both).
+	ContainerRoot string    `json:"container_root"`
+	OldStateRoot  string    `json:"state_root,omitempty"`
+	Created       time.Time `json:"created"`
 	// Owner is OwnerRun (a foreground tori-run run: swept when it is gone)
 	// or OwnerDaemon (re-adopted by the next daemon, never swept by a run).
 	Owner string `json:"owner"`
@@ -137,7 +111,7 @@ type Options struct {
 	MetricsAddr string
 }
 
-func (o *Options) containerRoot() string { return filepath.Join(o.RunDir, "containers") }
+func (o *Options) containerRoot() string { return o.layout().ContainerRoot() }
 
 // Instance is one running capsule: its container, cgroups and mounts.
 type Instance struct {
@@ -147,7 +121,11 @@ type Instance struct {
 	BuildSHA string
 	Log      zerolog.Logger
 
-	paths     instancePaths
+	// plan is the instance compiled from its manifest (runtime/plan): what
+	// is made, and how each service starts. Nothing reads the manifest for
+	// that after Create.
+	plan      *plan.Plan
+	paths     layout.Instance
 	opts      Options
 	lock      *flock.Flock
 	host      *cgroups.Host
@@ -156,11 +134,11 @@ type Instance struct {
 	container *libcontainer.Container
 	initProc  *libcontainer.Process
 	listener  *net.UnixListener
-	// svcMu guards services: the supervisor starts services concurrently.
+	// svcMu guards services, every service's cgroup (cgroup.go): made in
+	// Create, loaded again at adopt.
 	svcMu    sync.Mutex
 	services map[string]*cgroups.Group
 	state    *capsuleState
-	confine  confinement
 	appLower string // Options.AppInCapsule: the app's folder, overlaid inside the capsule
 	// sockets are the capsule's listening sockets (sockets.go); ownSockets
 	// when this instance opened them (no Options.Shared).
@@ -190,9 +168,10 @@ func newID(name string) string {
 	return name + "-" + hex.EncodeToString(b)
 }
 
-// Create sets up a capsule instance and starts its init: cgroups with the
-// capsule's limits, the app's overlay, the container. On any error
-// everything created so far is removed.
+// Create sets up a capsule instance and starts its init: it compiles the
+// instance's plan, then makes what the plan says: cgroups with the
+// capsule's limits, the app's overlay, the container, each service's
+// cgroup. On any error everything created so far is removed.
 func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
 	if err := resolveInit(&o, o.Log, true); err != nil {
 		return nil, err
@@ -222,19 +201,27 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		o.AppInCapsule, o.rootless = true, true
 	}
 	id := newID(m.Name)
-	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o,
+	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: o.layout().Instance(id), opts: o,
 		services: map[string]*cgroups.Group{}}
 	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Logger()
-	if i.confine, err = confineFor(t, o); err != nil {
+	c, err := confineFor(t, o)
+	if err != nil {
 		return nil, err
 	}
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = detectCgroups(o.probeCacheDir()); err != nil {
+	if i.host, err = cgprobe.Detect(o.probeCacheDir()); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	if err := cgroups.EnsureDelegation(i.host); err != nil {
+		return nil, err
+	}
+	facts, err := hostFacts(i.host, o.Binary, o.InitBinary)
+	if err != nil {
+		return nil, err
+	}
+	if i.plan, err = compilePlan(t, o, id, facts, c, ""); err != nil {
 		return nil, err
 	}
 	if err := SweepStale(ctx, o); err != nil {
@@ -280,6 +267,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := errors.Join(cerr, <-stateDone); err != nil {
 		return i, err
 	}
+	if err := i.createServiceCgroups(); err != nil {
+		return i, err
+	}
 	if err := i.holdSockets(); err != nil {
 		return i, err
 	}
@@ -289,7 +279,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 
 func (i *Instance) createDirs() error {
 	p := i.paths
-	for _, d := range []string{p.Dir, p.Rootfs, p.App, p.Upper, p.Work, p.Run, p.State, p.Notify, p.Admin, p.RootUpper, p.RootWork} {
+	for _, d := range p.Dirs() {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("instance %s: %w", i.ID, err)
 		}
@@ -314,7 +304,7 @@ func (i *Instance) createDirs() error {
 		owner = OwnerRun
 	}
 	rec := instanceRecord{ID: i.ID, Capsule: i.Manifest.Name, Release: i.Release, BuildSHA: i.BuildSHA,
-		CgroupPath: i.cgroupName(), StateRoot: i.opts.containerRoot(), Created: time.Now().UTC(), Owner: owner}
+		CgroupPath: i.plan.Cgroup, ContainerRoot: i.opts.containerRoot(), Created: time.Now().UTC(), Owner: owner}
 	// Written, not synced: the record serves a later tori-run after this one
 	// died, which the page cache survives; a reboot takes the instance's
 	// processes, cgroups and mounts with it, and the sweep removes a folder
@@ -325,50 +315,11 @@ func (i *Instance) createDirs() error {
 	}
 	// The release store reads this to know the release is in use (gc keeps it).
 	if i.Release != "" && i.Release != "unreleased" {
-		if err := os.WriteFile(filepath.Join(p.Dir, "release"), []byte(i.Release+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(p.Release, []byte(i.Release+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
-	return prepareRootfs(p.Rootfs, i.Manifest)
-}
-
-func (i *Instance) cgroupName() string {
-	if i.opts.CgroupParent != "" {
-		return filepath.Join(i.opts.CgroupParent, i.ID)
-	}
-	return filepath.Join("tori", i.ID)
-}
-
-func (i *Instance) createCgroups() error {
-	res := i.Manifest.Resources
-	if i.opts.Slice != "" {
-		over, err := specs.LoadSlice(i.opts.Slice)
-		if err != nil {
-			return err
-		}
-		res = res.Override(over)
-	}
-	// Another instance's teardown removes the shared tori/ parent when it
-	// looks empty; if that happens between our making it and making our
-	// group in it, the parent is gone (ENOENT): make both again. Once our
-	// group exists, the parent cannot be removed.
-	var g *cgroups.Group
-	var unenforced []string
-	var err error
-	for try := 0; ; try++ {
-		g, unenforced, err = cgroups.Create(i.host, "", i.cgroupName(), toCgroupResources(res))
-		if err == nil || try == 4 || !errors.Is(err, os.ErrNotExist) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("capsule cgroup: %w", err)
-	}
-	i.group = g
-	for _, u := range unenforced {
-		i.Log.Warn().Str("limit", u).Msg("limit not enforced on this host")
-	}
-	return nil
+	return prepareRootfs(i.plan)
 }
 
 // mountRoot makes the capsule's / from rootfs layers: their overlay under a
@@ -399,17 +350,34 @@ func (i *Instance) mountApp(appDir string) error {
 	return nil
 }
 
+// containerSpec is the plan's OCI spec with what only the host knows once
+// it is made: the capsule cgroup's path as libcontainer takes it (absolute
+// on v2) and the host paths of the listening sockets held (a socket shared
+// with the previous release keeps its file).
+func (i *Instance) containerSpec() (*rspec.Spec, error) {
+	b, err := json.Marshal(i.plan.Spec)
+	if err != nil {
+		return nil, err
+	}
+	var spec rspec.Spec // a copy: the plan stays as compiled
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, err
+	}
+	if i.group != nil {
+		spec.Linux.CgroupsPath = i.group.Path()
+	}
+	for _, sm := range i.sockets.Mounts() {
+		for k := range spec.Mounts {
+			if spec.Mounts[k].Destination == sm[1] && spec.Mounts[k].Type == "bind" {
+				spec.Mounts[k].Source = sm[0]
+			}
+		}
+	}
+	return &spec, nil
+}
+
 func (i *Instance) startContainer() error {
-	spec, err := buildSpec(specInput{
-		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: i.paths.App, NotifyDir: i.paths.Notify,
-		StateDir: i.paths.State,
-		Binary:   i.opts.Binary, Init: i.opts.InitBinary, CgroupsPath: i.group.Path(), CgroupNS: i.host.Mode == cgroups.Unified,
-		// No GOMEMLIMIT for the init: its Go start-up alone (the whole
-		// tori-run binary's package init) passes 4 MiB, and under such a
-		// limit the collector ran without pause: +300 ms to every start.
-		Env: []string{"PATH=" + capsulePath}, AppSource: i.confine.appSource, Volumes: i.confine.volumes,
-		SocketMounts: i.sockets.mounts(),
-	})
+	spec, err := i.containerSpec()
 	if err != nil {
 		return err
 	}
@@ -429,36 +397,7 @@ func (i *Instance) startContainer() error {
 	if err := i.runInit(spec, cfg); err != nil {
 		return err
 	}
-	if i.host.Mode != cgroups.Unified {
-		// v1 has no "no internal processes" rule: the init stays in the
-		// capsule's cgroup, and a move (which costs an RCU grace period on
-		// v1) is saved.
-		return nil
-	}
-	// On v2 the init leaves the capsule's cgroup for a leaf of its own, so
-	// that the capsule's cgroup holds no processes and can enable controllers
-	// for the services' cgroups. The cgroup namespace stays rooted at the
-	// capsule's cgroup, so the init may start services in their leaves.
-	ig, _, err := i.group.Child("init", cgroups.Resources{})
-	if err != nil {
-		return fmt.Errorf("init cgroup: %w", err)
-	}
-	i.initGroup = ig
-	pid, err := i.initProc.Pid()
-	if err != nil {
-		return err
-	}
-	if err := ig.MoveProcess(pid); err != nil {
-		return fmt.Errorf("moving the init into its cgroup: %w", err)
-	}
-	return nil
-}
-
-// madeGroup returns the cgroup of a service made earlier, or nil.
-func (i *Instance) madeGroup(name string) *cgroups.Group {
-	i.svcMu.Lock()
-	defer i.svcMu.Unlock()
-	return i.services[name]
+	return i.createInitCgroup()
 }
 
 func (i *Instance) initPID() int {
@@ -535,65 +474,6 @@ func destroyContainer(c *libcontainer.Container, p *libcontainer.Process) error 
 	return nil
 }
 
-// removeGroup kills and removes a capsule's cgroup, then the default
-// "tori" parent when no other instance uses it (rmdir refuses while it has
-// children, which is exactly the test). A --cgroup-parent is the operator's
-// and stays.
-func (i *Instance) removeGroup(g *cgroups.Group) error {
-	return killAndRemove(g, i.opts.CgroupParent == "")
-}
-
-func killAndRemove(g *cgroups.Group, removeParent bool) error {
-	dirs := g.Dirs()
-	if err := g.Kill(); err != nil {
-		return err
-	}
-	if err := g.Destroy(); err != nil {
-		return err
-	}
-	if removeParent {
-		for _, d := range dirs {
-			removeIfEmpty(filepath.Dir(d))
-		}
-	}
-	return nil
-}
-
-// removeIfEmpty removes an empty cgroup folder. A folder that still holds
-// another instance's cgroup is not empty, and is left at once: cgroup v1
-// answers rmdir of such a parent with EBUSY, not ENOTEMPTY, so waiting for it
-// cost every run beside another capsule 10 s (50 tries in each hierarchy).
-// Only when no child is left is EBUSY retried a few times, since on v1 a
-// removed child is torn down asynchronously.
-func removeIfEmpty(dir string) {
-	delay := time.Millisecond
-	for deadline := time.Now().Add(time.Second); ; { // under load v1 takes its time
-		if hasSubdir(dir) {
-			return
-		}
-		err := unix.Rmdir(dir)
-		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(delay) // the release is usually done within a millisecond or two
-		delay = min(2*delay, 20*time.Millisecond)
-	}
-}
-
-// hasSubdir tells whether a cgroup folder has a child cgroup.
-func hasSubdir(dir string) bool {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			return true
-		}
-	}
-	return false
-}
-
 // SweepStale removes instances whose tori-run is gone (their lock is free):
 // it kills what is left of them and removes their cgroups, mounts and files.
 // Instances a daemon made are left for the next daemon to re-adopt, unless
@@ -607,16 +487,20 @@ func SweepStale(ctx context.Context, o Options, owners ...string) error {
 }
 
 func readRecord(dir string) (*instanceRecord, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "instance.json"))
+	file := layout.InstanceAt(dir).Record
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
 	var rec instanceRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "instance.json"), err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if rec.Owner == "" {
 		rec.Owner = OwnerRun
+	}
+	if rec.ContainerRoot == "" {
+		rec.ContainerRoot = rec.OldStateRoot
 	}
 	return &rec, nil
 }
@@ -624,7 +508,7 @@ func readRecord(dir string) (*instanceRecord, error) {
 func sweepOne(dir string, o Options) error {
 	var errs []error
 	if rec, err := readRecord(dir); err == nil {
-		if c, err := libcontainer.Load(rec.StateRoot, rec.ID); err == nil {
+		if c, err := libcontainer.Load(rec.ContainerRoot, rec.ID); err == nil {
 			errs = append(errs, destroyContainer(c, nil))
 		}
 		if h, err := cgroups.Detect(); err == nil {
@@ -653,43 +537,11 @@ func overlayReady() error {
 	return nil
 }
 
-func toCgroupResources(r specs.Resources) cgroups.Resources {
-	var out cgroups.Resources
-	if r.CPUQuota != nil {
-		v := float64(*r.CPUQuota)
-		out.CPUQuotaPercent = &v
-	}
-	out.CPUWeight = r.CPUWeight
-	out.IOWeight = r.IOWeight
-	size := func(s *specs.Size) *int64 {
-		if s == nil {
-			return nil
-		}
-		v := int64(-1)
-		if !s.Infinity {
-			v = int64(s.Bytes)
-		}
-		return &v
-	}
-	out.MemoryMax, out.MemoryHigh = size(r.MemoryMax), size(r.MemoryHigh)
-	if r.TasksMax != nil {
-		v := int64(-1)
-		if !r.TasksMax.Infinity {
-			v = int64(r.TasksMax.N)
-		}
-		out.TasksMax = &v
-	}
-	if r.AllowedCPUs != nil {
-		out.AllowedCPUs = r.AllowedCPUs.String()
-	}
-	return out
-}
-
 // runInit creates the container from cfg and starts its process, tori-run's
 // init, with the listening end of the init's socket as its fd 3 (initFD).
 // Both the root and the rootless start go through here.
 func (i *Instance) runInit(spec *rspec.Spec, cfg *configs.Config) error {
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.Socket, Net: "unixpacket"})
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: i.paths.InitSocket, Net: "unixpacket"})
 	if err != nil {
 		return fmt.Errorf("init socket: %w", err)
 	}
@@ -702,7 +554,7 @@ func (i *Instance) runInit(spec *rspec.Spec, cfg *configs.Config) error {
 	// The init outlives this tori-run when it dies (that is the point), so
 	// it must not hold tori-run's own stderr, which may be a pipe someone
 	// waits on: its few lines go to a file of the instance.
-	initLog, err := os.OpenFile(filepath.Join(i.paths.Run, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	initLog, err := os.OpenFile(i.paths.InitLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
@@ -721,7 +573,7 @@ func (i *Instance) runInit(spec *rspec.Spec, cfg *configs.Config) error {
 		Stdout:     initLog, Stderr: initLog,
 	}
 	if err := c.Run(p); err != nil {
-		b, _ := os.ReadFile(filepath.Join(i.paths.Run, "init.log"))
+		b, _ := os.ReadFile(i.paths.InitLog)
 		return fmt.Errorf("starting the capsule's init: %w %s", err, strings.TrimSpace(string(b)))
 	}
 	i.initProc = p

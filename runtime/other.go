@@ -19,15 +19,18 @@ var ErrNeedLinux = errors.New("running capsules needs Linux (namespaces, cgroups
 
 // NeedLinux says that command cannot run here, and what can.
 func NeedLinux(command string) error {
-	return fmt.Errorf("tori-run %s: %w; this is %s/%s. Here, tori-run build, validate and version work; copy the archive to a Linux host and run it there",
+	return fmt.Errorf("tori-run %s: %w; this is %s/%s. Here, tori-run build, validate, spec and version work; copy the archive to a Linux host and run it there",
 		command, ErrNeedLinux, goruntime.GOOS, goruntime.GOARCH)
 }
 
 // MaybeInit does nothing off Linux: there is no container init to run.
 func MaybeInit() {}
 
-// Options off Linux: only what validate reads (no capsule runs here).
+// Options off Linux: only what validate and spec read (no capsule runs
+// here).
 type Options struct {
+	Root      string
+	RunDir    string
 	StateRoot string
 }
 

@@ -1,9 +1,12 @@
 package runtime
 
-// Default locations of SPEC §3. A non-root user points them at a folder of
-// their own with --root / TORI_ROOT and TORI_STATE_ROOT.
+import "github.com/tori-run/tori-run/layout"
+
+// Default locations of SPEC §3 (layout names every path under
+// them). A non-root user points them at a folder of their own with --root
+// / TORI_ROOT, TORI_RUN_DIR and TORI_STATE_ROOT.
 const (
-	DefaultRoot      = "/opt/tori"
-	DefaultStateRoot = "/opt/tori/state"
-	DefaultRunDir    = "/run/tori"
+	DefaultRoot      = layout.DefaultRoot
+	DefaultStateRoot = layout.DefaultStateRoot
+	DefaultRunDir    = layout.DefaultRunDir
 )

@@ -46,9 +46,17 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 		return nil, err
 	}
 	id := newID(m.Name)
-	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: newInstancePaths(o.Root, id), opts: o}
+	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: o.layout().Instance(id), opts: o}
 	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Bool("rootless", true).Logger()
-	if i.confine, err = confineFor(t, o); err != nil {
+	c, err := confineFor(t, o)
+	if err != nil {
+		return nil, err
+	}
+	facts, err := hostFacts(nil, o.Binary, o.InitBinary) // no cgroups
+	if err != nil {
+		return nil, err
+	}
+	if i.plan, err = compilePlan(t, o, id, facts, c, t.AppDir); err != nil {
 		return nil, err
 	}
 	if err := overlayReady(); err != nil {
@@ -84,11 +92,7 @@ func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err
 }
 
 func (i *Instance) startRootlessContainer(appDir string, layers []string) error {
-	spec, err := buildSpec(specInput{
-		Manifest: i.Manifest, ID: i.ID, Rootfs: i.paths.Rootfs, App: appDir, NotifyDir: i.paths.Notify,
-		StateDir: i.paths.State, Binary: i.opts.Binary, Init: i.opts.InitBinary, Env: []string{"PATH=" + capsulePath},
-		AppSource: i.confine.appSource, Volumes: i.confine.volumes, SocketMounts: i.sockets.mounts(),
-	})
+	spec, err := i.containerSpec()
 	if err != nil {
 		return err
 	}

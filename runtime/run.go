@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime/capslog"
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -139,16 +141,45 @@ func (r *RunResult) Summary() string {
 }
 
 // LogDir is where a capsule's service logs live: <root>/logs/<capsule>.
-func LogDir(root, capsule string) string { return filepath.Join(root, "logs", capsule) }
+func LogDir(root, capsule string) string { return layout.Layout{Root: root}.Logs(capsule) }
+
+// LogOptions select what ReadCapsuleLogs passes on.
+type LogOptions = capslog.Options
+
+// LogLine is one record of a capsule's logs.
+type LogLine = capslog.Line
+
+// ReadCapsuleLogs passes the log records of target (NAME or NAME/SERVICE)
+// to fn (capslog.Read).
+func ReadCapsuleLogs(ctx context.Context, root, target string, o LogOptions, fn func(LogLine) error) error {
+	return capslog.Read(ctx, root, target, o, fn)
+}
+
+// echoLogs echoes m's services' logs (capslog.Echo), for container mode.
+func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
+	names := make([]string, len(m.Services))
+	for k, s := range m.Services {
+		names[k] = s.Name
+	}
+	return capslog.Echo(ctx, dir, names, out, failed)
+}
+
+func serviceNames(p *plan.Plan) []string {
+	out := make([]string, len(p.Services))
+	for k, s := range p.Services {
+		out[k] = s.Name
+	}
+	return out
+}
 
 // Supervise makes the supervisor of an instance's services: started
 // through the capsule's init, probed inside it, logged under LogDir.
 func (i *Instance) Supervise() (*supervisor.Supervisor, error) {
-	return supervisor.New(supervisorConfigs(i.Manifest), capsuleRunner{i}, supervisor.Options{
+	return supervisor.New(supervisorConfigs(i.plan.Services), capsuleRunner{i}, supervisor.Options{
 		Prober:    capsuleProber{i},
-		LogDir:    LogDir(i.opts.Root, i.Manifest.Name),
+		LogDir:    i.opts.layout().Logs(i.plan.Capsule),
 		NotifyDir: i.paths.Notify,
-		StateDir:  filepath.Join(i.paths.Run, "supervisor"),
+		StateDir:  i.paths.Supervisor,
 		Log:       i.Log,
 	})
 }
@@ -186,7 +217,7 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 		return nil, err
 	}
 	setMetrics(inst, sup)
-	echo := echoLogs(ctx, LogDir(o.Root, t.Manifest.Name), t.Manifest, out, func(err error) {
+	echo := capslog.Echo(ctx, o.layout().Logs(inst.plan.Capsule), serviceNames(inst.plan), out, func(err error) {
 		inst.Log.Warn().Err(err).Msg("the output is gone: stopping the capsule")
 		cancel(fmt.Errorf("writing the services' output: %w", err))
 	})
@@ -238,66 +269,4 @@ func stopDeadline(m *specs.Manifest) time.Duration {
 		d += s.StopTimeout
 	}
 	return d
-}
-
-// echoLogs follows every service's log from now on and prints its lines to
-// out. The returned func, called once the supervisor has stopped (its log
-// writers are closed, so the files are complete), stops following and
-// prints what the followers had not reached yet: no sleep, nothing lost.
-// The first write error is passed to failed, once; later lines are dropped
-// (they stay in the log files).
-func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
-	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w := &lineWriter{out: out, failed: failed}
-	since := time.Now()
-	seen := make([]int, len(m.Services)) // lines passed on per service, in file order
-	var wg sync.WaitGroup
-	for k, s := range m.Services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = supervisor.ReadLogs(fctx, dir, s.Name, supervisor.ReadOptions{Since: since, Follow: true}, func(l supervisor.Line) error {
-				seen[k]++
-				w.print(s.Name, l.Text)
-				return nil
-			})
-		}()
-	}
-	return func() {
-		cancel()
-		wg.Wait()
-		// The same files in the same order from the same Since: skipping
-		// what the follower passed on leaves exactly the lines it missed.
-		for k, s := range m.Services {
-			n := 0
-			_ = supervisor.ReadLogs(context.WithoutCancel(ctx), dir, s.Name, supervisor.ReadOptions{Since: since}, func(l supervisor.Line) error {
-				if n++; n > seen[k] {
-					w.print(s.Name, l.Text)
-				}
-				return nil
-			})
-		}
-	}
-}
-
-// lineWriter interleaves whole lines from several services.
-type lineWriter struct {
-	mu     sync.Mutex // guards out and err
-	out    io.Writer
-	err    error // the first write error: nothing more is written
-	failed func(error)
-}
-
-func (w *lineWriter) print(name, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return
-	}
-	if _, err := fmt.Fprintf(w.out, "%-14s | %s\n", name, text); err != nil {
-		w.err = err
-		if w.failed != nil {
-			w.failed(err)
-		}
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/runtime/capinit"
+	"github.com/tori-run/tori-run/runtime/listeners"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -66,37 +68,26 @@ type Service struct {
 	exit    supervisor.Exit
 }
 
-// StartService starts the named service in its own cgroup (with its
-// limits) through the capsule's init. stdout and stderr receive its output;
-// env is added to the service's environment (NOTIFY_SOCKET, for one).
+// StartService starts the named service of the plan through the capsule's
+// init, in the cgroup Create made for it. stdout and stderr receive its
+// output; env is added to the service's environment (NOTIFY_SOCKET, for
+// one).
 func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr *os.File, env ...string) (*Service, error) {
-	s := i.Manifest.Service(name)
+	s := i.plan.Service(name)
 	if s == nil {
-		return nil, fmt.Errorf("capsule %s has no service %q", i.Manifest.Name, name)
+		return nil, fmt.Errorf("capsule %s has no service %q", i.plan.Capsule, name)
 	}
-	i.svcMu.Lock() // services start concurrently
-	g := i.services[name]
-	if g == nil && i.group != nil { // no cgroups: rootless_run.go
-		var unenforced []string
-		var err error
-		g, unenforced, err = i.group.Child("svc-"+name, toCgroupResources(s.Resources))
-		if err != nil {
-			i.svcMu.Unlock()
-			return nil, fmt.Errorf("cgroup of service %s: %w", name, err)
-		}
-		for _, u := range unenforced {
-			i.Log.Warn().Str(FieldService, name).Str("limit", u).Msg("limit not enforced on this host")
-		}
-		i.services[name] = g
+	g := i.madeGroup(name)
+	if g == nil && i.group != nil { // no cgroups at all: rootless_run.go
+		return nil, fmt.Errorf("starting %s: its cgroup was not made", name)
 	}
-	i.svcMu.Unlock()
 	// The init keeps a read end of each output pipe while the service lives,
 	// so that its output survives a dead tori-run until a new one adopts it.
 	keep := keepReadEnds(stdout, stderr)
 	defer closeFiles(keep)
-	listen, names := i.sockets.forService(name)
-	env = append(env, listenEnv(names)...)
-	return i.startProcess(ctx, name, s.Command, append(serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), env...), g, stdout, stderr, listen, keep...)
+	listen := i.sockets.Files(s.Sockets)
+	env = append(slices.Clone(s.Env), append(env, listeners.Env(s.Sockets)...)...)
+	return i.startProcess(ctx, name, s.Argv, env, g, stdout, stderr, listen, keep...)
 }
 
 // keepReadEnds opens a second read end of each pipe among files (through
@@ -121,7 +112,7 @@ func keepReadEnds(files ...*os.File) []*os.File {
 // startProcess asks the init to start argv in cgroup g and returns its
 // handle. label names it in messages and logs.
 func (i *Instance) startProcess(ctx context.Context, label string, argv, env []string, g *cgroups.Group, stdout, stderr *os.File, listen []*os.File, keep ...*os.File) (*Service, error) {
-	uid, gid := i.confine.uid, i.confine.gid
+	uid, gid := i.plan.UID, i.plan.GID
 	var err error
 	req := capinit.Request{Op: capinit.OpStart, Service: label, Args: argv, Env: env,
 		Dir: capsuleApp, UID: uid, GID: gid, Keep: len(keep), Listen: len(listen)}
@@ -153,7 +144,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	}
 	// The files in the order of the request's groups; the sockets last.
 	files := append(append(append([]*os.File{stdout, stderr}, keep...), cgFiles...), listen...)
-	st, err := capinit.Start(ctx, i.paths.Socket, initAnswerTimeout, req, files)
+	st, err := capinit.Start(ctx, i.paths.InitSocket, initAnswerTimeout, req, files)
 	var refused *capinit.Refused
 	if errors.As(err, &refused) {
 		fail := &startFailure{msg: refused.Msg, errno: errnoNamed(refused.Errno)}
@@ -172,7 +163,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 // environment, and waits for it: nil if it exits 0. When ctx ends first the
 // process is killed. Exec probes run this way.
 func (i *Instance) Exec(ctx context.Context, service string, argv []string) error {
-	s, g := i.Manifest.Service(service), i.madeGroup(service)
+	s, g := i.plan.Service(service), i.madeGroup(service)
 	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
 		return fmt.Errorf("exec in %s: no such running service", service)
 	}
@@ -181,7 +172,7 @@ func (i *Instance) Exec(ctx context.Context, service string, argv []string) erro
 		return err
 	}
 	defer r.Close()
-	p, err := i.startProcess(ctx, service+" (probe)", argv, serviceEnv(i.Manifest, s, i.Release, i.BuildSHA), g, w, w, nil)
+	p, err := i.startProcess(ctx, service+" (probe)", argv, s.Env, g, w, w, nil)
 	w.Close()
 	if err != nil {
 		return err

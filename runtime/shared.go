@@ -55,7 +55,7 @@ func (s *Shared) listeners() *Listeners {
 // same open sockets): after a start, an adoption or a switch. Sockets the
 // previous set held and inst does not are closed.
 func (s *Shared) TakeSockets(inst *Instance) error {
-	l, err := inst.sockets.derive(inst.Manifest, inst.opts.RunDir)
+	l, err := inst.sockets.Derive(inst.Manifest, inst.opts.RunDir)
 	if err != nil {
 		return err
 	}
@@ -64,11 +64,7 @@ func (s *Shared) TakeSockets(inst *Instance) error {
 	s.socks = l
 	s.mu.Unlock()
 	if old != nil {
-		for _, h := range old.socks {
-			if l.find(h.spec) == nil && h.hostPath != "" {
-				_ = os.Remove(h.hostPath)
-			}
-		}
+		old.RemoveDropped(l)
 		old.Close()
 	}
 	return nil

@@ -6,248 +6,191 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"sync"
 
+	"github.com/moby/sys/capability"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tori-run/tori-run/cgroups"
-
+	"github.com/tori-run/tori-run/layout"
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 )
 
-// Paths inside a capsule.
+// Paths inside a capsule (the plan's).
 const (
-	capsuleApp     = "/app"
-	capsuleToriDir = "/.tori"
-	capsuleBinary  = "/.tori/tori-run"
-	// capsuleNotifyDir holds the services' NOTIFY_SOCKETs, bound read-only:
-	// connect() works on a read-only mount, replacing or planting does not.
-	capsuleNotifyDir = "/.tori/notify"
-	capsulePath      = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	capsuleApp       = plan.CapsuleApp
+	capsuleBinary    = plan.CapsuleBinary
+	capsuleNotifyDir = plan.CapsuleNotifyDir
+	capsulePath      = plan.CapsulePath
 )
 
-// hostSystemDirs are bound read-only into a capsule on the host layer; the
-// host's /etc is not among them: only hostEtc of it is.
-var hostSystemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
-
-// specInput is what the OCI spec of a capsule instance is made from.
-type specInput struct {
-	Manifest    *specs.Manifest
-	ID          string // instance id, also the container id
-	Rootfs      string // host folder that becomes /
-	App         string // host folder mounted at /app (the instance's overlay)
-	NotifyDir   string // host folder bound read-only at /.tori/notify (sd_notify sockets)
-	StateDir    string // host folder bound read-only at /run/tori (the state proxy's socket)
-	Binary      string // tori-run's own binary, bound at /.tori/tori-run ("": not bound)
-	Init        string // the small capsule init (cmd/tori-init), bound at /.tori/init ("": Binary is the init)
-	CgroupsPath string
-	CgroupNS    bool // a cgroup namespace (cgroup v2 hosts)
-	Env         []string
-	// AppSource is the release's app folder (the overlay's lower), where a
-	// seccomp profile the manifest names is read.
-	AppSource string
-	// Volumes are the manifest's volumes as checked (host paths resolved);
-	// nil: the manifest's own.
-	Volumes []specs.Volume
-	// SocketMounts bind unix listening sockets: host path, capsule path.
-	SocketMounts [][2]string
-}
-
-// buildSpec converts a manifest to the OCI runtime-spec config tori-run runs
-// the instance with. The container's process is tori-run's own init; the
-// services are started by it later, so the spec's process is not a service.
-func buildSpec(in specInput) (*rspec.Spec, error) {
-	m := in.Manifest
-	noNewPrivs := true
-	caps, err := capsuleCaps(m)
+// hostFacts probes what the plan needs to know of this host. h is the
+// host's cgroups (nil: none, a run without root and without delegation).
+// binary and init are where tori-run and the small capsule init are
+// (Options.Binary and InitBinary, after resolveInit).
+func hostFacts(h *cgroups.Host, binary, init string) (plan.Facts, error) {
+	f := plan.Facts{Cgroup: plan.CgroupNone, Binary: binary, Init: init, HostDirs: hostDirsOnce(), Etc: etcOnce()}
+	if h != nil {
+		switch h.Mode {
+		case cgroups.Unified:
+			f.Cgroup = plan.CgroupV2
+		case cgroups.Hybrid:
+			f.Cgroup = plan.CgroupHybrid
+		default:
+			f.Cgroup = plan.CgroupV1
+		}
+	}
+	f.Kernel = kernelRelease()
+	last, err := capability.LastCap()
 	if err != nil {
-		return nil, err
+		return f, fmt.Errorf("reading the kernel's capabilities: %w", err)
 	}
-	s := &rspec.Spec{
-		Version:  rspec.Version,
-		Hostname: m.Name,
-		Root:     &rspec.Root{Path: in.Rootfs, Readonly: true},
-		Process: &rspec.Process{
-			Args:            initArgv(in),
-			Env:             in.Env,
-			Cwd:             "/",
-			User:            rspec.User{UID: 0, GID: 0},
-			NoNewPrivileges: noNewPrivs,
-			Capabilities: &rspec.LinuxCapabilities{
-				Bounding:  caps,
-				Effective: caps,
-				Permitted: caps,
-			},
-		},
-		Mounts: defaultMounts(),
-		Linux: &rspec.Linux{
-			CgroupsPath:   in.CgroupsPath,
-			Namespaces:    namespaces(m, in.CgroupNS),
-			MaskedPaths:   maskedPaths,
-			ReadonlyPaths: readonlyPaths,
-		},
-	}
-	if s.Linux.Seccomp, err = capsuleSeccomp(m, in.AppSource, caps, in.CgroupNS); err != nil {
-		return nil, err
-	}
-	base, err := baseMounts(m)
-	if err != nil {
-		return nil, err
-	}
-	s.Mounts = append(s.Mounts, base...)
-	appOpts := []string{"bind", "nosuid", "nodev"}
-	if m.ReadOnly {
-		appOpts = append(appOpts, "ro")
-	}
-	s.Mounts = append(s.Mounts,
-		rspec.Mount{Destination: capsuleApp, Type: "bind", Source: in.App, Options: appOpts},
-		rspec.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
-		rspec.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
-		// Only sockets are bound in, read-only, from folders that hold nothing
-		// else: the init's own socket and the supervisor's files stay on the
-		// host side, where no service can replace or plant anything. A socket
-		// on a read-only mount still connects.
-		rspec.Mount{Destination: capsuleNotifyDir, Type: "bind", Source: in.NotifyDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
-		rspec.Mount{Destination: filepath.Dir(capsuleStateSocket), Type: "bind", Source: in.StateDir, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
-	)
-	// The init (and tori-run, when it is the init or the caller binds it for
-	// its workloads), read-only: the capsule can run it, never replace it.
-	if in.Init != "" {
-		s.Mounts = append(s.Mounts, rspec.Mount{Destination: capsuleInit, Type: "bind", Source: in.Init, Options: []string{"bind", "ro", "nosuid", "nodev"}})
-	}
-	if in.Binary != "" {
-		s.Mounts = append(s.Mounts, rspec.Mount{Destination: capsuleBinary, Type: "bind", Source: in.Binary, Options: []string{"bind", "ro", "nosuid", "nodev"}})
-	}
-	for _, sm := range in.SocketMounts {
-		s.Mounts = append(s.Mounts, rspec.Mount{Destination: sm[1], Type: "bind", Source: sm[0], Options: []string{"bind", "nosuid", "nodev", "noexec"}})
-	}
-	vols := in.Volumes
-	if vols == nil {
-		vols = m.Volumes
-	}
-	for _, v := range vols {
-		opts := []string{"rbind", "nosuid", "nodev"}
-		if v.ReadOnly {
-			opts = append(opts, roRecursive())
-		}
-		s.Mounts = append(s.Mounts, rspec.Mount{Destination: v.Capsule, Type: "bind", Source: v.Host, Options: opts})
-	}
-	return s, nil
+	f.LastCap = int(last)
+	return f, nil
 }
 
-// baseMounts are the layers under the app. The host layer binds the host's
-// system folders read-only; a folder that is a symlink on the host (merged
-// /usr: /bin -> usr/bin) is recreated as the same symlink by prepareRootfs.
-func baseMounts(m *specs.Manifest) ([]rspec.Mount, error) {
-	if len(m.Layers) != 1 || m.Layers[0] != specs.LayerHost {
-		return nil, nil // rootfs layers: the root itself is their overlay
-	}
-	var out []rspec.Mount
-	for _, d := range hostSystemDirs {
+// roRecursive is the recursive read-only bind option on this kernel
+// (plan.RecursiveRO).
+var roRecursive = sync.OnceValue(func() string { return plan.RecursiveRO(plan.Facts{Kernel: kernelRelease()}) })
+
+// hostDirsOnce lists the host's system folders of plan.HostSystemDirs: a
+// folder is bound, a symlink (merged /usr) made again in the capsule.
+var hostDirsOnce = sync.OnceValue(func() []plan.HostEntry {
+	var out []plan.HostEntry
+	for _, d := range plan.HostSystemDirs {
 		fi, err := os.Lstat(d)
-		if err != nil || fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
-			continue
-		}
-		out = append(out, rspec.Mount{Destination: d, Type: "bind", Source: d, Options: []string{"rbind", roRecursive(), "nosuid", "nodev"}})
-	}
-	return append(out, etcMounts()...), nil
-}
-
-// prepareRootfs makes the empty root folder's symlinks for the host layer
-// (merged-/usr hosts link /bin, /sbin, /lib* into /usr).
-func prepareRootfs(rootfs string, m *specs.Manifest) error {
-	if len(m.Layers) != 1 || m.Layers[0] != specs.LayerHost {
-		return nil
-	}
-	for _, d := range hostSystemDirs {
-		fi, err := os.Lstat(d)
-		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
-			continue
-		}
-		target, err := os.Readlink(d)
-		if err != nil {
-			return err
-		}
-		if err := os.Symlink(target, filepath.Join(rootfs, d)); err != nil && !os.IsExist(err) {
-			return fmt.Errorf("preparing the capsule root: %w", err)
+		switch {
+		case err != nil:
+		case fi.Mode()&os.ModeSymlink != 0:
+			if target, err := os.Readlink(d); err == nil {
+				out = append(out, plan.HostEntry{Name: d, Link: target})
+			}
+		case fi.IsDir():
+			out = append(out, plan.HostEntry{Name: d})
 		}
 	}
-	return prepareEtc(rootfs)
-}
+	return out
+})
 
-func namespaces(m *specs.Manifest, cgroupNS bool) []rspec.LinuxNamespace {
-	ns := []rspec.LinuxNamespace{{Type: rspec.PIDNamespace}, {Type: rspec.MountNamespace}, {Type: rspec.IPCNamespace}, {Type: rspec.UTSNamespace}}
-	if cgroupNS {
-		ns = append(ns, rspec.LinuxNamespace{Type: rspec.CgroupNamespace})
-	}
-	if m.Network == specs.NetworkNone {
-		ns = append(ns, rspec.LinuxNamespace{Type: rspec.NetworkNamespace})
-	}
-	return ns
-}
+// etcOnce lists the host's /etc entries the allow-list names, in its order.
+var etcOnce = sync.OnceValue(func() []plan.HostEntry { return listEtc("/etc") })
 
-// The OCI defaults, as runc's `runc spec` writes them.
-func defaultMounts() []rspec.Mount {
-	return []rspec.Mount{
-		{Destination: "/proc", Type: "proc", Source: "proc"},
-		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+func listEtc(dir string) []plan.HostEntry {
+	var out []plan.HostEntry
+	seen := map[string]bool{}
+	for _, pat := range plan.EtcAllowList {
+		matches, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, p := range matches {
+			name := filepath.Base(p)
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			fi, err := os.Lstat(p)
+			if err != nil {
+				continue
+			}
+			link := ""
+			if fi.Mode()&os.ModeSymlink != 0 {
+				if link, err = os.Readlink(p); err != nil {
+					continue
+				}
+			}
+			_, serr := os.Stat(p)
+			if e, ok := plan.EtcEntry(name, link, serr == nil); ok {
+				out = append(out, e)
+			}
+		}
 	}
-}
-
-var maskedPaths = []string{
-	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-	"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
-}
-
-// /sys/fs/cgroup: on cgroup v1 libcontainer mounts a tmpfs there for the
-// hierarchies (each read-only), and leaves the tmpfs itself writable.
-var readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup"}
-
-// serviceEnv is the environment a service sees (SPEC §3): tori-run's
-// variables, then the manifest's env, then the service's own.
-func serviceEnv(m *specs.Manifest, s *specs.Service, release, buildSHA string) []string {
-	env := map[string]string{"PATH": capsulePath, "HOME": "/root"}
-	for _, e := range m.Env {
-		env[e.Name] = e.Value
-	}
-	for _, e := range s.Env {
-		env[e.Name] = e.Value
-	}
-	env["TORI_CAPSULE"] = m.Name
-	env["TORI_RELEASE"] = release
-	env["TORI_BUILD_SHA"] = ShowBuildSHA(buildSHA) // "none" when the release records none, never ""
-	env["TORI_SERVICE"] = s.Name
-	env["TORI_STATE_SOCKET"] = capsuleStateSocket
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
 	return out
 }
 
-// SpecFor returns the OCI runtime-spec a run of ref would use. Paths that a
-// run creates per instance name a placeholder instance, <name>-<id>.
-func SpecFor(ref string, o Options) (*rspec.Spec, error) {
+// compilePlan compiles the plan of instance id of t: what Create, the
+// rootless start, adopt and spec share. c holds what Create checked and
+// resolved first (volumes, user); app is the host folder bound at /app
+// ("": the instance's overlay).
+func compilePlan(t *Target, o Options, id string, f plan.Facts, c confinement, app string) (*plan.Plan, error) {
+	m := t.Manifest
+	in := plan.Input{Manifest: m, ID: id, Release: t.Release, BuildSHA: t.BuildSHA, Layout: o.layout(),
+		CgroupParent: o.CgroupParent, Volumes: c.volumes, UID: c.uid, GID: c.gid, App: app, StateLimits: o.stateLimits()}
+	if o.Slice != "" {
+		over, err := specs.LoadSlice(o.Slice)
+		if err != nil {
+			return nil, err
+		}
+		in.Slice = &over
+	}
+	if m.Seccomp != "" && m.Seccomp != specs.SeccompUnconfined {
+		file := filepath.Join(t.AppDir, filepath.FromSlash(m.Seccomp))
+		body, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: seccomp: cannot read the profile %s: %w", m.Source, m.Seccomp, err)
+		}
+		in.SeccompProfile = body
+	}
+	return plan.Compile(in, f)
+}
+
+// layout is where o keeps its files.
+func (o *Options) layout() layout.Layout { return layout.New(o.Root, o.RunDir, o.StateRoot) }
+
+// prepareRootfs makes what the plan says to make in the capsule's empty
+// root on the host layer: the host's symlinked system folders (merged /usr)
+// and /etc with the allow-list's symlinks (the rest of it is bound).
+func prepareRootfs(p *plan.Plan) error {
+	if !p.HostLayer {
+		return nil
+	}
+	rootfs := p.Paths.Rootfs
+	for _, d := range p.RootLinks {
+		if err := os.Symlink(d.Link, filepath.Join(rootfs, d.Name)); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("preparing the capsule root: %w", err)
+		}
+	}
+	etc := filepath.Join(rootfs, "etc")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return fmt.Errorf("preparing the capsule's /etc: %w", err)
+	}
+	for _, e := range p.EtcLinks {
+		if err := os.Symlink(e.Link, filepath.Join(etc, e.Name)); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("preparing the capsule's /etc: %w", err)
+		}
+	}
+	return nil
+}
+
+// serviceEnv is the environment a service sees (plan.ServiceEnv).
+func serviceEnv(m *specs.Manifest, s *specs.Service, release, buildSHA string) []string {
+	return plan.ServiceEnv(m, s, release, buildSHA)
+}
+
+// SpecFor returns the OCI runtime-spec a run of ref would use on this host
+// (assume: from plan.AssumedFacts instead, as off Linux, whose names and
+// values it returns). Paths that a run creates per instance name a
+// placeholder instance, <name>-<id>.
+func SpecFor(ref string, o Options, assume bool) (*rspec.Spec, []string, error) {
 	t, err := Resolve(ref, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// Where Create would bind the init from, without installing it.
-	if err := resolveInit(&o, o.Log, false); err != nil {
-		return nil, err
+	f := plan.AssumedFacts()
+	if !assume {
+		// Where Create would bind the init from, without installing it.
+		if err := resolveInit(&o, o.Log, false); err != nil {
+			return nil, nil, err
+		}
+		h, _ := cgroups.Detect()
+		if f, err = hostFacts(h, o.Binary, o.InitBinary); err != nil {
+			return nil, nil, err
+		}
+		if h == nil {
+			f.Cgroup = plan.CgroupV1 // no cgroup namespace when no cgroups are found
+		}
 	}
-	id := t.Manifest.Name + "-<id>"
-	p := newInstancePaths(o.Root, id)
-	unified := false
-	if h, err := cgroups.Detect(); err == nil {
-		unified = h.Mode == cgroups.Unified
+	p, err := compilePlan(t, o, t.Manifest.Name+"-<id>", f, confinement{}, "")
+	if err != nil {
+		return nil, nil, err
 	}
-	return buildSpec(specInput{Manifest: t.Manifest, ID: id, Rootfs: p.Rootfs, App: p.App, NotifyDir: p.Notify, StateDir: p.State, Binary: o.Binary, Init: o.InitBinary,
-		CgroupsPath: filepath.Join("tori", id), CgroupNS: unified, Env: []string{"PATH=" + capsulePath}, AppSource: t.AppDir})
+	return p.Spec, f.Stated(), nil
 }

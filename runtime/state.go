@@ -6,18 +6,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tori-run/tori-run/layout"
+	"github.com/tori-run/tori-run/runtime/plan"
+	"github.com/tori-run/tori-run/runtime/stateadmin"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state"
-	"github.com/tori-run/tori-run/state/client"
 	"github.com/tori-run/tori-run/state/proxy"
 )
 
@@ -28,16 +28,19 @@ import (
 //	                             capsule (TORI_STATE_SOCKET); callers are
 //	                             identified by their cgroup, rate-limited
 //	<instance>/admin/state.sock  the host's own (root only), for tori-run state
-const capsuleStateSocket = "/run/tori/state.sock"
+//
+// (plan.CapsuleStateSocket; layout names the host's side.)
 
 // StateDir is where a capsule's state lives.
-func StateDir(stateRoot, capsule string) string { return filepath.Join(stateRoot, capsule) }
+func StateDir(stateRoot, capsule string) string {
+	return layout.Layout{StateRoot: stateRoot}.CapsuleState(capsule)
+}
 
 func (o *Options) stateRoot() string {
 	if o.StateRoot != "" {
 		return o.StateRoot
 	}
-	return DefaultStateRoot
+	return layout.DefaultStateRoot
 }
 
 // DefaultStateQuota bounds each capsule's state directory unless the
@@ -48,13 +51,9 @@ const DefaultStateQuota = 1 << 30
 // unless the operator sets another (Options.MaxTokensCeiling).
 const DefaultMaxTokensCeiling = proxy.DefaultMaxRatePerMin
 
-// StateLimits are the operator's bounds on one capsule's state (0: none).
-type StateLimits struct {
-	Quota               int64
-	EventRetentionCount int
-	EventRetentionAge   time.Duration
-	MaxTokensCeiling    int // 0: proxy.DefaultMaxRatePerMin
-}
+// StateLimits are the operator's bounds on one capsule's state (0: none;
+// MaxTokensCeiling 0: proxy.DefaultMaxRatePerMin).
+type StateLimits = plan.StateLimits
 
 // DefaultStateLimits are the bounds when the operator sets none.
 func DefaultStateLimits() StateLimits { return StateLimits{Quota: DefaultStateQuota} }
@@ -135,7 +134,7 @@ func (i *Instance) startState() error {
 	if i.opts.Shared != nil {
 		return i.opts.Shared.serveState(i)
 	}
-	cs, err := openState(i.Manifest, i.opts.stateRoot(), i.identify, i.opts.Metrics, i.Log, i.opts.stateLimits())
+	cs, err := openPlanState(i.plan.Capsule, i.plan.State, i.identify, i.opts.Metrics, i.Log)
 	if err != nil {
 		return fmt.Errorf("capsule state: %w", err)
 	}
@@ -198,16 +197,21 @@ const stateStopTimeout = 5 * time.Second
 // that serves it (not listening yet): what run, the daemon and container
 // mode share.
 func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger, lim StateLimits) (*capsuleState, error) {
-	opts := state.Options{Buffer: m.Settings.StateBuffer, Log: log, Quota: lim.Quota,
-		EventRetentionCount: lim.EventRetentionCount, EventRetentionAge: lim.EventRetentionAge}
+	return openPlanState(m.Name, plan.StateOf(m, layout.Layout{StateRoot: stateRoot}, lim), identify, metrics, log)
+}
+
+// openPlanState opens the store a plan names and makes its proxy.
+func openPlanState(capsule string, p plan.State, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger) (*capsuleState, error) {
+	opts := state.Options{Buffer: p.Buffer, Log: log, Quota: p.Limits.Quota,
+		EventRetentionCount: p.Limits.EventRetentionCount, EventRetentionAge: p.Limits.EventRetentionAge}
 	if metrics != nil {
-		opts.OnCommit = metrics.CommitObserver(m.Name)
+		opts.OnCommit = metrics.CommitObserver(capsule)
 	}
-	st, err := state.Open(StateDir(stateRoot, m.Name), opts)
+	st, err := state.Open(p.Dir, opts)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := proxy.New(st, proxy.Options{Capsule: m.Name, RatePerMin: m.Settings.MaxTokensPerMin, MaxRatePerMin: lim.MaxTokensCeiling,
+	srv, err := proxy.New(st, proxy.Options{Capsule: capsule, RatePerMin: p.RatePerMin, MaxRatePerMin: p.Limits.MaxTokensCeiling,
 		Identify: identify, Metrics: metrics, Log: log})
 	if err != nil {
 		_ = st.Close()
@@ -229,7 +233,7 @@ func (i *Instance) identify(pid int32) (string, error) {
 	for _, line := range strings.Split(string(b), "\n") {
 		if _, rest, ok := strings.Cut(line, marker); ok {
 			name, _, _ := strings.Cut(rest, "/")
-			if i.Manifest.Service(name) != nil {
+			if i.plan.Service(name) != nil {
 				return name, nil
 			}
 		}
@@ -237,88 +241,29 @@ func (i *Instance) identify(pid int32) (string, error) {
 	return "", fmt.Errorf("the caller is not a process of a service of capsule %s", i.Manifest.Name)
 }
 
-// CapsuleState reads and writes a capsule's state for tori-run state:
-// through the running capsule's admin socket, or, when it does not run, the
-// store opened directly.
-type CapsuleState interface {
-	Get(ctx context.Context, key string) ([]byte, error) // ErrNoKey when absent
-	Put(ctx context.Context, key string, value []byte) error
-	List(ctx context.Context, prefix string) ([]string, error)
-	Export(ctx context.Context, w io.Writer, format string) error // "parquet" or "jsonl"
-	Close() error
-}
+// CapsuleState reads and writes a capsule's state for tori-run state
+// (runtime/stateadmin).
+type CapsuleState = stateadmin.CapsuleState
 
 // ErrNoKey is a key with no value.
-var ErrNoKey = errors.New("no such key")
+var ErrNoKey = stateadmin.ErrNoKey
 
-// OpenCapsuleState returns the way to a capsule's state.
+// OpenCapsuleState returns the way to a capsule's state: its running
+// instance's admin socket, or the store opened directly.
 func OpenCapsuleState(root, stateRoot, capsule string) (CapsuleState, error) {
-	socks, _ := filepath.Glob(filepath.Join(root, "instances", capsule+"-*", "admin", "state.sock"))
-	for _, s := range socks {
-		if c, err := net.Dial("unix", s); err == nil {
-			c.Close()
-			return proxyState{client.New(s, client.Options{})}, nil
-		}
-	}
-	st, err := state.Open(StateDir(stateRoot, capsule), state.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return storeState{st}, nil
+	return stateadmin.Open(root, stateRoot, capsule)
 }
-
-type proxyState struct{ *client.Client }
-
-func (p proxyState) Get(ctx context.Context, key string) ([]byte, error) {
-	v, err := p.Client.Get(ctx, key)
-	if errors.Is(err, client.ErrNotFound) {
-		return nil, fmt.Errorf("%q: %w", key, ErrNoKey)
-	}
-	return v, err
-}
-
-func (p proxyState) Close() error { p.Client.Close(); return nil }
-
-type storeState struct{ st *state.Store }
-
-func (s storeState) Get(_ context.Context, key string) ([]byte, error) {
-	e, ok := s.st.Get(key)
-	if !ok {
-		return nil, fmt.Errorf("%q: %w", key, ErrNoKey)
-	}
-	return e.Value, nil
-}
-
-func (s storeState) Put(ctx context.Context, key string, value []byte) error {
-	_, err := s.st.Put(ctx, "tori-run", key, value)
-	return err
-}
-
-func (s storeState) List(_ context.Context, prefix string) ([]string, error) {
-	return s.st.List(prefix), nil
-}
-
-func (s storeState) Export(_ context.Context, w io.Writer, format string) error {
-	f := state.FormatJSONL
-	if format == "parquet" {
-		f = state.FormatParquet
-	}
-	return s.st.Export(w, f)
-}
-
-func (s storeState) Close() error { return s.st.Close() }
 
 // StateReport is what CheckState found or RepairState did.
-type StateReport = state.Report
+type StateReport = stateadmin.Report
 
-// CheckState verifies a stopped capsule's state folder (every data file
-// against its SHA-256 name, every log frame) without changing it.
+// CheckState verifies a stopped capsule's state folder without changing it.
 func CheckState(stateRoot, capsule string) (StateReport, error) {
-	return state.Check(StateDir(stateRoot, capsule))
+	return stateadmin.Check(stateRoot, capsule)
 }
 
 // RepairState rewrites a stopped capsule's damaged state folder keeping
-// every intact record; the report's Problems say what it dropped.
+// every intact record.
 func RepairState(stateRoot, capsule string) (StateReport, error) {
-	return state.Repair(StateDir(stateRoot, capsule), state.Options{})
+	return stateadmin.Repair(stateRoot, capsule)
 }

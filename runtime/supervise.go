@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"syscall"
 
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -74,7 +74,7 @@ type capsuleProber struct{ inst *Instance }
 
 func (c capsuleProber) Probe(ctx context.Context, service string, p *supervisor.Probe) error {
 	if p.Kind != supervisor.ProbeExec {
-		if c.inst.Manifest.Network == specs.NetworkNone {
+		if c.inst.plan.NetworkNone {
 			return fmt.Errorf("%s probes cannot reach a capsule with network: none; use an exec probe", p.Kind)
 		}
 		defer c.inst.opts.Shared.probeAlone(c.inst, p)() // during an upgrade (shared_probe.go)
@@ -83,40 +83,37 @@ func (c capsuleProber) Probe(ctx context.Context, service string, p *supervisor.
 	return c.inst.Exec(ctx, service, p.Exec)
 }
 
-// supervisorConfigs converts the manifest's services.
-func supervisorConfigs(m *specs.Manifest) []supervisor.ServiceConfig {
-	out := make([]supervisor.ServiceConfig, len(m.Services))
-	for i, s := range m.Services {
+// supervisorConfigs hands the plan's services to the supervisor.
+func supervisorConfigs(services []plan.Service) []supervisor.ServiceConfig {
+	out := make([]supervisor.ServiceConfig, len(services))
+	for i, s := range services {
+		v := s.Supervision
 		out[i] = supervisor.ServiceConfig{
 			Name:          s.Name,
-			Restart:       supervisor.Policy(s.Restart),
-			Backoff:       supervisor.Backoff{Initial: s.Backoff.Initial, Max: s.Backoff.Max, ResetAfter: s.Backoff.ResetAfter},
-			MaxRestarts:   s.MaxRestarts,
-			RestartWindow: s.RestartWindow,
-			StopSignal:    syscall.Signal(s.StopSignal.Num),
-			StopTimeout:   s.StopTimeout,
-			After:         s.After,
-			Ready:         probeConfig(s.Ready),
-			Health:        probeConfig(s.Health),
+			Restart:       supervisor.Policy(v.Restart),
+			Backoff:       supervisor.Backoff{Initial: v.Backoff.Initial, Max: v.Backoff.Max, ResetAfter: v.Backoff.ResetAfter},
+			MaxRestarts:   v.MaxRestarts,
+			RestartWindow: v.RestartWindow,
+			StopSignal:    v.StopSignal,
+			StopTimeout:   v.StopTimeout,
+			After:         v.After,
+			Ready:         probeConfig(v.Ready),
+			Health:        probeConfig(v.Health),
 		}
 	}
 	return out
 }
 
-func probeConfig(p *specs.Probe) *supervisor.Probe {
+// manifestSupervision is supervisorConfigs of a manifest's services (for
+// container mode, where no instance plan is compiled).
+func manifestSupervision(m *specs.Manifest) []supervisor.ServiceConfig {
+	return supervisorConfigs(plan.CompileServices(plan.Input{Manifest: m}, nil))
+}
+
+func probeConfig(p *plan.Probe) *supervisor.Probe {
 	if p == nil {
 		return nil
 	}
-	out := &supervisor.Probe{Interval: p.Interval, Timeout: p.Timeout, Retries: p.Retries, OnFailure: supervisor.OnFailure(p.OnFailure)}
-	switch {
-	case p.Notify:
-		out.Kind = supervisor.ProbeNotify
-	case len(p.Exec) > 0:
-		out.Kind, out.Exec = supervisor.ProbeExec, p.Exec
-	case p.HTTP != "":
-		out.Kind, out.URL = supervisor.ProbeHTTP, p.HTTP
-	case p.TCP != "":
-		out.Kind, out.Addr = supervisor.ProbeTCP, p.TCP
-	}
-	return out
+	return &supervisor.Probe{Kind: supervisor.ProbeKind(p.Kind), Exec: p.Exec, URL: p.URL, Addr: p.Addr,
+		Interval: p.Interval, Timeout: p.Timeout, Retries: p.Retries, OnFailure: supervisor.OnFailure(p.OnFailure)}
 }

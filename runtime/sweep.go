@@ -15,6 +15,8 @@ import (
 	"github.com/gofrs/flock"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/layout"
 )
 
 // What capsules leave when whoever ran them is gone, and the sweep that
@@ -101,7 +103,7 @@ func SweepLeftovers(ctx context.Context, o Options, harnessBase string, dry bool
 	var out []Swept
 	ids, err := sweepStale(ctx, o, []string{OwnerRun}, dry)
 	for _, id := range ids {
-		out = append(out, Swept{What: "instance", Path: filepath.Join(o.Root, "instances", id)})
+		out = append(out, Swept{What: "instance", Path: o.layout().Instance(id).Dir})
 	}
 	errs := []error{err}
 	if harnessBase != "" {
@@ -174,7 +176,7 @@ func sweepHarnessProcess(ctx context.Context, dir string, log zerolog.Logger, dr
 // sweepStale removes (dry: lists) the instances in o.Root owned by one of
 // owners whose lock is free, and returns their ids.
 func sweepStale(ctx context.Context, o Options, owners []string, dry bool) ([]string, error) {
-	dirs, err := filepath.Glob(filepath.Join(o.Root, "instances", "*"))
+	dirs, err := filepath.Glob(o.layout().InstanceGlob(""))
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +189,7 @@ func sweepStale(ctx context.Context, o Options, owners []string, dry bool) ([]st
 		if rec, err := readRecord(dir); err == nil && !slices.Contains(owners, rec.Owner) {
 			continue
 		}
-		lock := flock.New(filepath.Join(dir, "lock"))
+		lock := flock.New(layout.InstanceAt(dir).Lock)
 		ok, err := lock.TryLock()
 		if err != nil || !ok {
 			continue // alive, or not ours to judge

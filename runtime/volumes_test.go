@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -81,7 +82,7 @@ func TestLoadHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []AllowedVolume{{"/srv/a", true, f + ":2"}, {"/srv/b", false, "--allow-volume /srv/b"}, {"/srv/c", true, "--allow-volume /srv/c:ro"}}
+	want := []AllowedVolume{{Path: "/srv/a", ReadOnly: true, From: f + ":2"}, {Path: "/srv/b", From: "--allow-volume /srv/b"}, {Path: "/srv/c", ReadOnly: true, From: "--allow-volume /srv/c:ro"}}
 	if !slices.Equal(h.Volumes, want) {
 		t.Errorf("volumes %+v, want %+v", h.Volumes, want)
 	}
@@ -100,7 +101,7 @@ func TestCapsuleCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(caps, "CAP_CHOWN") || slices.Contains(caps, "CAP_KILL") || !slices.Contains(caps, "CAP_NET_RAW") || len(caps) != len(defaultCaps)-1 {
+	if slices.Contains(caps, "CAP_CHOWN") || slices.Contains(caps, "CAP_KILL") || !slices.Contains(caps, "CAP_NET_RAW") || len(caps) != len(plan.DefaultCaps)-1 {
 		t.Errorf("caps = %v", caps)
 	}
 	caps, _ = capsuleCaps(&specs.Manifest{Capabilities: specs.Capabilities{Drop: []string{"ALL"}, Add: []string{"CAP_KILL"}}})
@@ -108,7 +109,7 @@ func TestCapsuleCaps(t *testing.T) {
 		t.Errorf("drop ALL, add KILL: %v", caps)
 	}
 	for _, c := range []string{"CAP_NET_RAW", "CAP_MKNOD", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE"} {
-		if slices.Contains(defaultCaps, c) {
+		if slices.Contains(plan.DefaultCaps, c) {
 			t.Errorf("the default set holds %s", c)
 		}
 	}
@@ -137,7 +138,7 @@ func TestHostEtc(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, e := range listEtc(dir) {
-		got[e.name] = e.link
+		got[e.Name] = e.Link
 	}
 	for _, secret := range []string{"shadow", "gshadow", "shadow-", "sudoers", "sudoers.d", "ssh", "security", "machine-id"} {
 		if _, ok := got[secret]; ok {

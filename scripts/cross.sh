@@ -3,7 +3,9 @@
 # installed, run the Windows build's `capsbuild --from-zip` on a zip made as
 # Windows tools make them (no Unix modes) and check that its archive is
 # byte-identical (same SHA-256, same release digest) to the Linux build's
-# from the same zip and manifest.
+# from the same zip and manifest, and that its `spec` prints the same
+# config.json as the Linux build's `spec --assume-host` (the facts spec
+# assumes off Linux: runtime/plan.AssumedFacts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -76,4 +78,27 @@ cp "$work/capsbuild.exe" "$work/tori-run.exe"
 if (cd "$work" && "$wine" ./tori-run.exe run x) >"$work/run.log" 2>&1 || ! grep -q "needs Linux" "$work/run.log"; then
 	cat "$work/run.log" >&2; echo "cross: tori-run run on Windows should say it needs Linux" >&2; exit 1
 fi
+# spec: the same config.json from the same assumed host facts. The
+# Windows build assumes them (no host to probe); Linux is told to.
+mkdir -p "$work/metacog"
+cp -r examples/metacog/. "$work/metacog/"
+(cd "$work" && "$wine" ./tori-run.exe spec metacog/capsule.yml) >"$work/windows-spec.json" 2>"$work/windows-spec.log" ||
+	{ cat "$work/windows-spec.log" >&2; echo "cross: spec failed under wine64" >&2; exit 1; }
+grep -q "no host probed; assumed: cgroup v2" "$work/windows-spec.log" ||
+	{ cat "$work/windows-spec.log" >&2; echo "cross: the Windows build's spec does not say which host facts it assumed" >&2; exit 1; }
+(cd "$work" && ./tori-run spec --assume-host metacog/capsule.yml) >"$work/linux-spec.json" 2>/dev/null
+# Wine's console may end lines with CRLF.
+tr -d '\r' <"$work/windows-spec.json" >"$work/windows-spec.lf.json"
+if ! cmp -s "$work/windows-spec.lf.json" "$work/linux-spec.json" || [ ! -s "$work/linux-spec.json" ]; then
+	echo "cross: the Windows build's spec differs from Linux's with the same assumed facts:" >&2
+	diff "$work/linux-spec.json" "$work/windows-spec.lf.json" | head -40 >&2
+	exit 1
+fi
+if ! cmp -s "$work/linux-spec.json" runtime/plan/testdata/metacog-config.json; then
+	echo "cross: spec --assume-host differs from runtime/plan/testdata/metacog-config.json (the plan's golden file)" >&2
+	diff runtime/plan/testdata/metacog-config.json "$work/linux-spec.json" | head -40 >&2
+	exit 1
+fi
+spec=$(sha256sum <"$work/linux-spec.json" | cut -d' ' -f1)
 echo "cross: Windows build under wine64 made the same archive as Linux: sha256 $win, release $digest"
+echo "cross: and printed the same config.json as Linux's spec --assume-host: sha256 $spec"

@@ -97,6 +97,11 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 			stderr: []string{"unknown flag: --frobnicate"}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{"unknown command"}},
 		{name: "too many args", args: []string{"spec", "a", "b"}, code: 2, stderr: []string{"accepts 1 arg(s), received 2"}},
+		// spec from the facts spec assumes off Linux: they are named, and the
+		// config.json is the plan's golden file's (runtime/plan/testdata).
+		{name: "spec from assumed facts", args: []string{"spec", "--assume-host", repo + "/examples/metacog/capsule.yml"}, code: 0,
+			stdout: []string{`"/.tori/tori-run"`, `"source": "/usr/local/bin/tori-run"`, `"cgroupsPath": "tori/tori-metacognitive-\u003cid\u003e"`},
+			stderr: []string{"no host probed; assumed: cgroup v2; kernel 6.1.0"}},
 		{name: "bad log level", args: []string{"--log-level", "loud", "version"}, code: 2, stderr: []string{`--log-level "loud": expected debug, info, warn or error`}},
 		{name: "upgrade without a daemon", args: []string{"upgrade", "--socket", "/nonexistent/tori.sock", "a", "b"}, code: 1, stderr: []string{"the daemon does not answer at /nonexistent/tori.sock"}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"tori-run ", "build: "}},

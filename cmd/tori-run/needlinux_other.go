@@ -11,7 +11,7 @@ import (
 
 // Off Linux, the commands that run capsules or use the release store are
 // listed as on Linux and say plainly that they need it (exit status 1);
-// build, validate and version work.
+// build, validate, spec and version work.
 func linuxOnly(use, short string) *cobra.Command {
 	return &cobra.Command{
 		Use: use, Short: short + " (Linux only)",
@@ -30,9 +30,6 @@ func newVerifyCmd(*globals) *cobra.Command {
 func newGCCmd(*globals) *cobra.Command { return linuxOnly("gc", "Remove releases nothing references") }
 func newRunCmd(*globals) *cobra.Command {
 	return linuxOnly("run NAME|DIGEST|capsule.yml|APP-DIR", "Run a capsule in the foreground until SIGINT/SIGTERM")
-}
-func newSpecCmd(*globals) *cobra.Command {
-	return linuxOnly("spec NAME|DIGEST|capsule.yml", "Print the OCI runtime-spec config.json tori-run uses for a capsule")
 }
 func newDaemonCmd(*globals) *cobra.Command {
 	return linuxOnly("daemon", "Supervise every enabled capsule")
@@ -76,6 +73,12 @@ type hostFlags struct {
 func addHostFlags(c *cobra.Command, h *hostFlags) {
 	c.Flags().StringArrayVar(&h.allow, "allow-volume", nil, "a host path capsules may bind (checked on the Linux host)")
 	c.Flags().StringVar(&h.config, "config", "", "the host configuration (read on the Linux host)")
+}
+
+// specOptions are the options spec resolves and compiles with: off Linux
+// only the layout's roots (the spec names Linux paths under them).
+func (g *globals) specOptions() runtime.Options {
+	return runtime.Options{Root: g.root, RunDir: envOr("TORI_RUN_DIR", runtime.DefaultRunDir), StateRoot: envOr("TORI_STATE_ROOT", runtime.DefaultStateRoot)}
 }
 
 func (g *globals) validateRuntime(*hostcheck.ValidateOptions, *hostFlags) error { return nil }

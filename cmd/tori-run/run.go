@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/signal"
 	"syscall"
@@ -109,19 +108,5 @@ volumes: in the host configuration); tori-run's own folders never are.`,
 	return c
 }
 
-func newSpecCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "spec NAME|DIGEST|capsule.yml",
-		Short: "Print the OCI runtime-spec config.json tori-run uses for a capsule",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := runtime.SpecFor(args[0], g.runtimeOptions("", ""))
-			if err != nil {
-				return err
-			}
-			enc := json.NewEncoder(g.stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(s)
-		},
-	}
-}
+// specOptions are the options spec resolves and compiles with.
+func (g *globals) specOptions() runtime.Options { return g.runtimeOptions("", "") }

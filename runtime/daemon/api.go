@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -26,7 +27,7 @@ import (
 // other end.
 
 // DefaultSocket is where the daemon serves its control API.
-const DefaultSocket = runtime.DefaultRunDir + "/tori.sock"
+var DefaultSocket = layout.New("", "", "").ControlSocket()
 
 // CapsuleStatus is one capsule as the daemon reports it.
 type CapsuleStatus struct {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 )
 
@@ -17,7 +18,7 @@ import (
 // release: the daemon runs it (now, and after every restart of the host),
 // and the release store counts the release as in use, so gc keeps it.
 
-func currentRef(root, name string) string { return filepath.Join(root, "refs", name, "current") }
+func currentRef(root, name string) string { return layout.Layout{Root: root}.Ref(name, "current") }
 
 // Enable makes the daemon run the release ref (a name or digest) of a
 // capsule, and returns the capsule's name and release digest.
@@ -57,7 +58,7 @@ func Disable(root, name string) error {
 
 // Enabled returns the enabled capsules: name -> release digest.
 func Enabled(root string) (map[string]string, error) {
-	files, err := filepath.Glob(filepath.Join(root, "refs", "*", "current"))
+	files, err := filepath.Glob(layout.Layout{Root: root}.CurrentRefs())
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/supervisor"
@@ -312,7 +313,7 @@ func (d *Daemon) recoverUpgrade(name string) error {
 			return err
 		}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(d.o.Root, "instances", name+"-*"))
+	dirs, _ := filepath.Glob(layout.Layout{Root: d.o.Root}.InstanceGlob(name))
 	var errs []error
 	for _, dir := range dirs {
 		ir, err := runtime.ReadInstanceRecord(dir)
@@ -381,7 +382,7 @@ func (d *Daemon) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 // flight finish), then the instance is removed. An instance that cannot be
 // adopted is swept.
 func (d *Daemon) stopLeftInstance(dir string) error {
-	l := flock.New(filepath.Join(dir, "lock"))
+	l := flock.New(layout.InstanceAt(dir).Lock)
 	if ok, err := l.TryLock(); err != nil || !ok {
 		return nil // alive: not ours
 	}

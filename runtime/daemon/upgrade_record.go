@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tori-run/tori-run/internal/atomicfile"
+	"github.com/tori-run/tori-run/layout"
 )
 
 // An upgrade under way is recorded in <root>/upgrades/<capsule>.json, and
@@ -35,10 +36,10 @@ type upgradeRecord struct {
 }
 
 func upgradeRecordPath(root, capsule string) string {
-	return filepath.Join(root, "upgrades", capsule+".json")
+	return layout.Layout{Root: root}.Upgrade(capsule)
 }
 
-func previousRef(root, name string) string { return filepath.Join(root, "refs", name, "previous") }
+func previousRef(root, name string) string { return layout.Layout{Root: root}.Ref(name, "previous") }
 
 func readUpgradeRecord(root, capsule string) (*upgradeRecord, error) {
 	b, err := os.ReadFile(upgradeRecordPath(root, capsule))
@@ -73,7 +74,7 @@ func removeUpgradeRecord(root, capsule string) error {
 
 // writeRef points refs/<name>/<which> at a release digest, durably.
 func writeRef(root, name, which, digest string) error {
-	p := filepath.Join(root, "refs", name, which)
+	p := layout.Layout{Root: root}.Ref(name, which)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}

@@ -1,6 +1,4 @@
-//go:build linux
-
-package runtime
+package capslog
 
 import (
 	"bytes"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
 
@@ -21,9 +18,8 @@ import (
 // the run ends right after the services' last lines reach their files.
 func TestEchoLogsPrintsEveryLineOnce(t *testing.T) {
 	dir := t.TempDir()
-	m := &specs.Manifest{Name: "echo", Services: []specs.Service{{Name: "a"}, {Name: "b"}}}
 	var out bytes.Buffer
-	finish := echoLogs(context.Background(), dir, m, &out, func(err error) { t.Errorf("write failed: %v", err) })
+	finish := Echo(context.Background(), dir, []string{"a", "b"}, &out, func(err error) { t.Errorf("write failed: %v", err) })
 	files := map[string]*os.File{}
 	for _, s := range []string{"a", "b"} {
 		f, err := os.OpenFile(supervisor.LogPath(dir, s), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -61,9 +57,8 @@ func TestEchoLogsPrintsEveryLineOnce(t *testing.T) {
 
 func TestEchoLogsWriteErrorStopsOnce(t *testing.T) {
 	dir := t.TempDir()
-	m := &specs.Manifest{Name: "echo", Services: []specs.Service{{Name: "a"}}}
 	calls := 0
-	finish := echoLogs(context.Background(), dir, m, failingWriter{}, func(error) { calls++ })
+	finish := Echo(context.Background(), dir, []string{"a"}, failingWriter{}, func(error) { calls++ })
 	f, err := os.Create(filepath.Join(dir, "a.log"))
 	if err != nil {
 		t.Fatal(err)

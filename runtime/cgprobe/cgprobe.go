@@ -1,6 +1,9 @@
 //go:build linux
 
-package runtime
+// Package cgprobe is cgroups.Detect with its probes' answers kept under
+// tori-run's run folder, so that a start does not probe the hierarchies
+// again (runtime.Create uses it).
+package cgprobe
 
 import (
 	"bytes"
@@ -15,9 +18,10 @@ import (
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/internal/atomicfile"
+	"github.com/tori-run/tori-run/layout"
 )
 
-// detectCgroups is cgroups.Detect without its probe on every run: the probe
+// Detect is cgroups.Detect without its probe on every run: the probe
 // (mkdir, list and rmdir of an empty child in each hierarchy, ~2 ms and an
 // occasional EBUSY wait) answers the same until the cgroup mounts, our own
 // cgroup or, on cgroup2, the parent's enabled controllers change, so its
@@ -26,7 +30,7 @@ import (
 // mountinfo and /proc/self/cgroup; each answer also by the cgroup.subtree_control
 // of the folder probed. Only successful probes are kept: a failure is probed
 // again next time.
-func detectCgroups(runDir string) (*cgroups.Host, error) {
+func Detect(runDir string) (*cgroups.Host, error) {
 	if runDir == "" {
 		return cgroups.Detect()
 	}
@@ -38,7 +42,7 @@ func detectCgroups(runDir string) (*cgroups.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("detect cgroups: %w", err)
 	}
-	pc := &probeCache{path: filepath.Join(runDir, "cgroup-probe.json"), key: probeCacheKey(mi, self)}
+	pc := &probeCache{path: layout.Layout{RunDir: runDir}.ProbeCache(), key: probeCacheKey(mi, self)}
 	pc.load()
 	h, err := cgroups.DetectFrom(bytes.NewReader(mi), bytes.NewReader(self), pc)
 	if err == nil {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package cgprobe
 
 import (
 	"os"
@@ -23,7 +23,7 @@ func TestDetectCgroupsCacheSameAsDetect(t *testing.T) {
 	}
 	run := t.TempDir()
 	for round := range 2 { // the first probes and writes the file, the second reads it
-		got, err := detectCgroups(run)
+		got, err := Detect(run)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ func TestDetectCgroupsCacheSameAsDetect(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"key":"another boot","children":{"x":["bogus"]}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := detectCgroups(run)
+	got, err := Detect(run)
 	if err != nil {
 		t.Fatal(err)
 	}

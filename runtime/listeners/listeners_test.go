@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package listeners
 
 import (
 	"net"
@@ -29,13 +29,13 @@ func socketManifest(t *testing.T, sockets string) *specs.Manifest {
 func TestListeners(t *testing.T) {
 	run := t.TempDir()
 	m := socketManifest(t, "  http: {listen: \"tcp://127.0.0.1:0\", service: web}\n  ctl: {listen: \"unix:///run/ctl.sock\"}\n")
-	l, err := OpenListeners(m, run)
+	l, err := Open(m, run)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	addrs := l.Addrs()
-	if !strings.HasPrefix(addrs["http"], "127.0.0.1:") || addrs["ctl"] != SocketHostPath(run, "web", "ctl") {
+	if !strings.HasPrefix(addrs["http"], "127.0.0.1:") || addrs["ctl"] != HostPath(run, "web", "ctl") {
 		t.Fatalf("addrs = %v", addrs)
 	}
 	for _, h := range l.socks {
@@ -44,12 +44,12 @@ func TestListeners(t *testing.T) {
 			t.Errorf("%s: flags %#x %v: want a blocking socket", h.spec.Name, fl, err)
 		}
 	}
-	files, names := l.forService("admin")
-	if len(files) != 1 || names[0] != "ctl" {
-		t.Errorf("admin gets %v", names)
+	// A service's sockets by name (the plan's Service.Sockets), in that order.
+	if files := l.Files([]string{"ctl", "http"}); len(files) != 2 || files[0] != l.socks[1].file || files[1] != l.socks[0].file {
+		t.Errorf("Files(ctl, http) = %v", files)
 	}
 	// A derived set (the next release) shares the very same sockets.
-	l2, err := l.derive(m, run)
+	l2, err := l.Derive(m, run)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestListeners(t *testing.T) {
 	}
 	// The same address again: in use.
 	m2 := socketManifest(t, "  http: {listen: \"tcp://"+addrs["http"]+"\"}\n")
-	if _, err := OpenListeners(m2, run); err == nil || !strings.Contains(err.Error(), "socket http: tcp://"+addrs["http"]+" is already in use") {
+	if _, err := Open(m2, run); err == nil || !strings.Contains(err.Error(), "socket http: tcp://"+addrs["http"]+" is already in use") {
 		t.Errorf("port in use: %v", err)
 	}
 	l.RemovePaths()
@@ -80,10 +80,10 @@ func TestListeners(t *testing.T) {
 }
 
 func TestListenEnv(t *testing.T) {
-	if got := strings.Join(listenEnv([]string{"http", "ctl"}), " "); got != "LISTEN_FDS=2 LISTEN_FDNAMES=http:ctl" {
+	if got := strings.Join(Env([]string{"http", "ctl"}), " "); got != "LISTEN_FDS=2 LISTEN_FDNAMES=http:ctl" {
 		t.Errorf("listenEnv = %q", got)
 	}
-	if listenEnv(nil) != nil {
+	if Env(nil) != nil {
 		t.Error("no sockets, no variables")
 	}
 }

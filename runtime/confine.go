@@ -30,6 +30,10 @@ func capsuleCaps(m *specs.Manifest) ([]string, error) {
 // "profile FILE".
 func SeccompMode(m *specs.Manifest) string { return plan.SeccompMode(m) }
 
+// SeccompBuiltIn says whether this binary can apply a system call filter
+// (built with -tags seccomp and libseccomp).
+func SeccompBuiltIn() bool { return libseccomp.Enabled }
+
 // checkSeccompSupport fails when a filter is asked for but this tori-run was
 // built without libseccomp: the capsule must not start unfiltered.
 func checkSeccompSupport(m *specs.Manifest) error {

@@ -91,7 +91,7 @@ type Options struct {
 	AppInCapsule bool
 	// ProbeCacheDir is where the cgroup probes' answers are kept between
 	// starts ("" = RunDir); a harness whose every start has a run dir of
-	// its own shares one (harness.go).
+	// its own shares one (runtime/harness).
 	ProbeCacheDir string
 	// WithoutLimits runs, as a user who is not root, a capsule whose limits
 	// that user cannot get, without them, and says so at every start.
@@ -112,6 +112,13 @@ type Options struct {
 }
 
 func (o *Options) containerRoot() string { return o.layout().ContainerRoot() }
+
+func (o *Options) probeCacheDir() string {
+	if o.ProbeCacheDir != "" {
+		return o.ProbeCacheDir
+	}
+	return o.RunDir
+}
 
 // Instance is one running capsule: its container, cgroups and mounts.
 type Instance struct {
@@ -248,7 +255,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	} else if err := i.mountRoot(t.Layers); err != nil {
 		return i, err
 	}
-	if o.AppInCapsule { // harness.go: the overlay ends with the capsule
+	if o.AppInCapsule { // appoverlay.go: the overlay ends with the capsule
 		i.appLower = t.AppDir
 	} else if err := i.mountApp(t.AppDir); err != nil {
 		return i, err
@@ -482,7 +489,7 @@ func SweepStale(ctx context.Context, o Options, owners ...string) error {
 	if len(owners) == 0 {
 		owners = []string{OwnerRun}
 	}
-	_, err := sweepStale(ctx, o, owners, false) // sweep.go
+	_, err := SweepStaleInstances(ctx, o, owners, false) // lifecycle.go
 	return err
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/harness"
 )
 
 // An Option changes how Start runs a capsule.
@@ -15,7 +15,7 @@ type config struct {
 	timeout time.Duration
 	root    string
 	env     []string
-	volumes []runtime.HarnessVolume
+	volumes []harness.Volume
 	allow   []string
 	limits  []string
 	slice   string
@@ -36,7 +36,7 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 // capsule, writable, and allows exactly that bind. Both paths must be
 // absolute.
 func WithVolume(host, capsule string) Option {
-	return func(c *config) { c.volumes = append(c.volumes, runtime.HarnessVolume{Host: host, Capsule: capsule}) }
+	return func(c *config) { c.volumes = append(c.volumes, harness.Volume{Host: host, Capsule: capsule}) }
 }
 
 // WithAllowVolume lets the manifest's own volumes bind host (and what is
@@ -50,7 +50,7 @@ func WithAllowVolume(host string) Option {
 // WithReadOnlyVolume binds the host folder at capsule, read-only.
 func WithReadOnlyVolume(host, capsule string) Option {
 	return func(c *config) {
-		c.volumes = append(c.volumes, runtime.HarnessVolume{Host: host, Capsule: capsule, ReadOnly: true})
+		c.volumes = append(c.volumes, harness.Volume{Host: host, Capsule: capsule, ReadOnly: true})
 	}
 }
 

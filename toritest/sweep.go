@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/harness"
 )
 
 // Where Starts live:
@@ -25,7 +25,7 @@ import (
 // The flock is the kernel's record that the process lives: it goes with the
 // process, however it ends. A process folder whose flock is free belongs to
 // a dead process, and the next Start (of any test binary), or tori-run gc,
-// sweeps it (runtime.SweepHarness): the instances of each Start's root
+// sweeps it (harness.SweepProcesses): the instances of each Start's root
 // (container state, cgroups, mounts, files), then the folder.
 //
 // The test's own t.TempDir() is not used: it is not found by another
@@ -34,7 +34,7 @@ import (
 
 // The folders of a Start: short, since the instances' Unix sockets live
 // beneath them and a socket path has at most 107 bytes.
-const startRoot, startRun, startState = runtime.HarnessRoot, runtime.HarnessRun, runtime.HarnessState
+const startRoot, startRun, startState = harness.StartRoot, harness.StartRun, harness.StartState
 
 var (
 	procMu  sync.Mutex // guards procDir, procFD, active
@@ -44,7 +44,7 @@ var (
 	starts  atomic.Int64
 )
 
-func baseDir() string { return runtime.HarnessBase() }
+func baseDir() string { return harness.Base() }
 
 // newStartDir sweeps what dead test processes left, then makes a folder for
 // one Start in this process's folder. releaseStartDir undoes it.
@@ -112,10 +112,10 @@ func processDir() (string, error) {
 	return "", fmt.Errorf("toritest: could not make a process folder under %s", base)
 }
 
-var errGone = runtime.ErrFolderGone
+var errGone = harness.ErrFolderGone
 
 func lockDir(dir string) (int, error) {
-	fd, err := runtime.LockFolder(dir)
+	fd, err := harness.LockFolder(dir)
 	if err != nil && !errors.Is(err, errGone) {
 		err = fmt.Errorf("toritest: %w", err)
 	}
@@ -136,8 +136,8 @@ func checkOwnBase(base string) error {
 }
 
 // sweepDead removes the folders of test processes that are gone
-// (runtime.SweepHarness; tori-run gc does the same).
+// (harness.SweepProcesses; tori-run gc does the same).
 func sweepDead() error {
-	_, err := runtime.SweepHarness(context.Background(), baseDir(), zerolog.Nop(), false)
+	_, err := harness.SweepProcesses(context.Background(), baseDir(), zerolog.Nop(), false)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/harness"
 	"github.com/tori-run/tori-run/state/client"
 )
 
@@ -26,7 +27,7 @@ const DefaultTimeout = 60 * time.Second
 // Capsule is a running capsule of a test.
 type Capsule struct {
 	tb   testing.TB
-	h    *runtime.Harnessed
+	h    *harness.Capsule
 	dir  string // this Start's folder (sweep.go)
 	once sync.Once
 	st   *client.Client
@@ -75,7 +76,7 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 	if cfg.log != nil {
 		log = *cfg.log
 	}
-	ho := runtime.HarnessOptions{
+	ho := harness.Options{
 		Options: runtime.Options{
 			Root: filepath.Join(dir, startRoot), RunDir: filepath.Join(dir, startRun), StateRoot: filepath.Join(dir, startState),
 			Slice: cfg.slice, Log: log, AppInCapsule: true,
@@ -89,7 +90,7 @@ func start(tb testing.TB, ref string, opts ...Option) (*Capsule, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 	defer cancel()
-	h, err := runtime.StartHarnessed(ctx, ref, ho)
+	h, err := harness.Start(ctx, ref, ho)
 	if err != nil {
 		return c, err
 	}
@@ -119,7 +120,7 @@ func (c *Capsule) Stop() error {
 		if err == nil {
 			// What failed to go stays for the next Start's sweep, which
 			// has the instance's records to retry with.
-			if err = runtime.RemoveTree(c.dir); err == nil {
+			if err = harness.RemoveTree(c.dir); err == nil {
 				releaseStartDir()
 			}
 		}

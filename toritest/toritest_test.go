@@ -20,6 +20,7 @@ import (
 
 	"github.com/tori-run/tori-run/release"
 	torirt "github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/harness"
 	"github.com/tori-run/tori-run/toritest"
 )
 
@@ -342,7 +343,7 @@ func TestKill9ThenGC(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(tmp) })
 	dir, pidfd, cg := startKilledChild(t, "^TestKill9ThenGC$", tmp)
 	base := filepath.Join(tmp, "toritest-"+strconv.Itoa(os.Geteuid()))
-	swept, err := torirt.SweepLeftovers(context.Background(), torirt.Options{Root: t.TempDir(), Log: zerolog.Nop()}, base, false)
+	swept, err := harness.SweepLeftovers(context.Background(), torirt.Options{Root: t.TempDir(), Log: zerolog.Nop()}, base, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/harness"
 )
 
 // The commands on the release store (install, list, verify, gc) need
@@ -160,7 +161,7 @@ of their name.`,
 			}
 			// Leftovers first: a release only a dead instance used is
 			// unreferenced once that instance is gone.
-			swept, serr := runtime.SweepLeftovers(cmd.Context(), g.runtimeOptions("", ""), runtime.HarnessBase(), o.DryRun)
+			swept, serr := harness.SweepLeftovers(cmd.Context(), g.runtimeOptions("", ""), harness.Base(), o.DryRun)
 			for _, s := range swept {
 				fmt.Fprintf(g.stdout, "%s %s\n", verb, s)
 			}

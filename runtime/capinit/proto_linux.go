@@ -37,7 +37,8 @@ const (
 	OpShutdown = "shutdown"
 	// OpDieWithHost asks the capsule's init to exit (and the kernel to kill
 	// every process of the capsule) when the connection that asked closes:
-	// when the host's process ends, however it ends (runtime/harness.go).
+	// when the host's process ends, however it ends (runtime/exec.go:
+	// Instance.TieToProcess).
 	OpDieWithHost = "die-with-host"
 )
 

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package harness
 
 import (
 	"context"
@@ -8,19 +8,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/gofrs/flock"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/layout"
+	"github.com/tori-run/tori-run/overlay"
+	"github.com/tori-run/tori-run/runtime"
 )
 
 // What capsules leave when whoever ran them is gone, and the sweep that
-// removes it (tori-run gc, and the next Start of package toritest). The
+// removes it (tori-run gc, and the next Start of package toritest, through
+// SweepLeftovers and SweepProcesses). The
 // kernel takes the processes (a capsule's init ends with its host side, and
 // its PID namespace with it) and the mounts made in the capsule's own mount
 // namespace; the rest has a record that names it, and a flock that says
@@ -28,11 +29,11 @@ import (
 //
 //   - an instance of a tori-run that ended: Root/instances/ID, its lock free;
 //     its record names its container state (in the run dir) and its cgroup.
-//   - a test process's folder of package toritest, HarnessBase()/pPID-*
-//     (beside its caches: HarnessBase()/cache, a release store, and the
+//   - a test process's folder of package toritest, Base()/pPID-*
+//     (beside its caches: Base()/cache, a release store, and the
 //     cgroup probes' answers, which stay),
 //     its flock free; each of its Starts is a root, run dir and state root
-//     of its own (HarnessRoot, HarnessRun, HarnessState), swept as above,
+//     of its own (StartRoot, StartRun, StartState), swept as above,
 //     then the folder goes.
 //
 // Nothing without a record is touched: a cgroup or container state that no
@@ -41,11 +42,11 @@ import (
 // The folders of a toritest Start, under its test process's folder: short,
 // since the instances' Unix sockets live beneath them (a socket path has at
 // most 107 bytes).
-const HarnessRoot, HarnessRun, HarnessState = "r", "u", "s"
+const StartRoot, StartRun, StartState = "r", "u", "s"
 
-// HarnessBase is where package toritest keeps this user's test processes'
+// Base is where package toritest keeps this user's test processes'
 // folders: $TMPDIR/toritest-UID.
-func HarnessBase() string {
+func Base() string {
 	return filepath.Join(os.TempDir(), "toritest-"+strconv.Itoa(os.Geteuid()))
 }
 
@@ -99,25 +100,26 @@ func (s Swept) String() string {
 // and of ended test processes (under harnessBase, "" for none) left behind:
 // their processes, container state, cgroups, mounts and files. dry lists
 // them and removes nothing.
-func SweepLeftovers(ctx context.Context, o Options, harnessBase string, dry bool) ([]Swept, error) {
+func SweepLeftovers(ctx context.Context, o runtime.Options, harnessBase string, dry bool) ([]Swept, error) {
 	var out []Swept
-	ids, err := sweepStale(ctx, o, []string{OwnerRun}, dry)
+	ids, err := runtime.SweepStaleInstances(ctx, o, []string{runtime.OwnerRun}, dry)
+	l := layout.New(o.Root, o.RunDir, o.StateRoot)
 	for _, id := range ids {
-		out = append(out, Swept{What: "instance", Path: o.layout().Instance(id).Dir})
+		out = append(out, Swept{What: "instance", Path: l.Instance(id).Dir})
 	}
 	errs := []error{err}
 	if harnessBase != "" {
-		h, err := SweepHarness(ctx, harnessBase, o.Log, dry)
+		h, err := SweepProcesses(ctx, harnessBase, o.Log, dry)
 		out, errs = append(out, h...), append(errs, err)
 	}
 	return out, errors.Join(errs...)
 }
 
-// SweepHarness removes the folders under base of test processes that are
+// SweepProcesses removes the folders under base of test processes that are
 // gone (their flock is free): each Start's instances, then the folder. A
 // folder whose instances could not all be removed stays, with the records
 // the next try needs.
-func SweepHarness(ctx context.Context, base string, log zerolog.Logger, dry bool) ([]Swept, error) {
+func SweepProcesses(ctx context.Context, base string, log zerolog.Logger, dry bool) ([]Swept, error) {
 	entries, err := os.ReadDir(base)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -149,14 +151,14 @@ func SweepHarness(ctx context.Context, base string, log zerolog.Logger, dry bool
 
 func sweepHarnessProcess(ctx context.Context, dir string, log zerolog.Logger, dry bool) (Swept, error) {
 	s := Swept{What: "test process folder", Path: dir}
-	roots, _ := filepath.Glob(filepath.Join(dir, "*", HarnessRoot))
+	roots, _ := filepath.Glob(filepath.Join(dir, "*", StartRoot))
 	var errs []error
 	for _, root := range roots {
 		start := filepath.Dir(root)
-		o := Options{Root: root, RunDir: filepath.Join(start, HarnessRun), StateRoot: filepath.Join(start, HarnessState), Log: log}
+		o := runtime.Options{Root: root, RunDir: filepath.Join(start, StartRun), StateRoot: filepath.Join(start, StartState), Log: log}
 		// The test process is gone: every instance of its Starts is stale,
 		// whoever's lock it was.
-		ids, err := sweepStale(ctx, o, []string{OwnerRun, OwnerDaemon}, dry)
+		ids, err := runtime.SweepStaleInstances(ctx, o, []string{runtime.OwnerRun, runtime.OwnerDaemon}, dry)
 		s.Instances = append(s.Instances, ids...)
 		errs = append(errs, err)
 	}
@@ -173,39 +175,8 @@ func sweepHarnessProcess(ctx context.Context, dir string, log zerolog.Logger, dr
 	return s, nil
 }
 
-// sweepStale removes (dry: lists) the instances in o.Root owned by one of
-// owners whose lock is free, and returns their ids.
-func sweepStale(ctx context.Context, o Options, owners []string, dry bool) ([]string, error) {
-	dirs, err := filepath.Glob(o.layout().InstanceGlob(""))
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	var errs []error
-	for _, dir := range dirs {
-		if ctx.Err() != nil {
-			return ids, ctx.Err()
-		}
-		if rec, err := readRecord(dir); err == nil && !slices.Contains(owners, rec.Owner) {
-			continue
-		}
-		lock := flock.New(layout.InstanceAt(dir).Lock)
-		ok, err := lock.TryLock()
-		if err != nil || !ok {
-			continue // alive, or not ours to judge
-		}
-		if !dry {
-			err = sweepOne(dir, o)
-		}
-		_ = lock.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stale instance %s: %w", filepath.Base(dir), err))
-			continue
-		}
-		ids = append(ids, filepath.Base(dir))
-		if !dry {
-			o.Log.Info().Str("instance", filepath.Base(dir)).Msg("cleaned up an instance left by a tori-run that ended")
-		}
-	}
-	return ids, errors.Join(errs...)
+// RemoveTree unmounts whatever is mounted under dir, deepest first, and
+// removes it; it refuses to remove a tree that still holds a mount.
+func RemoveTree(dir string) error {
+	return errors.Join(overlay.UnmountAll(dir), overlay.RemoveUnmounted(dir))
 }

@@ -337,7 +337,17 @@ func TestContainerdRunsExportedImage(t *testing.T) {
 	if got := execIn("ready", "/.tori/tori-run", "container-ready"); !strings.Contains(got, "ready") {
 		t.Errorf("container-ready said %q", got)
 	}
-	if got := execIn("state", "/.tori/tori-run", "state", "get", "statewriter", "k042"); strings.TrimSpace(got) != "value-42" {
+	// ctr can lose the output of an exec'd process that exits right after
+	// printing (the shim's IO copy races the exit: concourse/concourse#6775),
+	// seen once under load as an empty answer with exit status 0. An empty
+	// answer is asked again; a wrong one is not.
+	got := ""
+	for try := range 3 {
+		if got = execIn(fmt.Sprintf("state%d", try), "/.tori/tori-run", "state", "get", "statewriter", "k042"); got != "" {
+			break
+		}
+	}
+	if strings.TrimSpace(got) != "value-42" {
 		t.Errorf("tori-run state get statewriter k042 inside the container: %q, want value-42", got)
 	}
 

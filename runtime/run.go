@@ -155,15 +155,6 @@ func ReadCapsuleLogs(ctx context.Context, root, target string, o LogOptions, fn 
 	return capslog.Read(ctx, root, target, o, fn)
 }
 
-// echoLogs echoes m's services' logs (capslog.Echo), for container mode.
-func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
-	names := make([]string, len(m.Services))
-	for k, s := range m.Services {
-		names[k] = s.Name
-	}
-	return capslog.Echo(ctx, dir, names, out, failed)
-}
-
 func serviceNames(p *plan.Plan) []string {
 	out := make([]string, len(p.Services))
 	for k, s := range p.Services {
@@ -230,7 +221,7 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
 		inst.Log.Error().Err(err).Msg("starting the services")
 	}
-	for !allTerminal(sup.States()) {
+	for !AllTerminal(sup.States()) {
 		select {
 		case <-sub.C(): // the supervisor logs each transition itself
 			continue
@@ -250,9 +241,9 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	return res, nil
 }
 
-// allTerminal says whether no service runs or will run: each ended, failed
+// AllTerminal says whether no service runs or will run: each ended, failed
 // or was stopped (a service not yet started has not ended).
-func allTerminal(st []supervisor.ServiceStatus) bool {
+func AllTerminal(st []supervisor.ServiceStatus) bool {
 	for _, s := range st {
 		if !s.State.Terminal() || s.Reason == supervisor.ReasonNotStarted {
 			return false

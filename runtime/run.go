@@ -15,6 +15,7 @@ import (
 	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/capslog"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
@@ -47,7 +48,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, "unreleased", "")); err != nil {
+		if err := hostfacts.PreparePython(m, layers, CapsuleLogger(o.Log, m.Name, "unreleased", "")); err != nil {
 			return nil, err
 		}
 		return &Target{Manifest: m, AppDir: app, Layers: layers, Release: "unreleased"}, nil
@@ -68,7 +69,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, rel.Digest, rel.BuildSHA)); err != nil {
+	if err := hostfacts.PreparePython(m, layers, CapsuleLogger(o.Log, m.Name, rel.Digest, rel.BuildSHA)); err != nil {
 		return nil, err
 	}
 	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil

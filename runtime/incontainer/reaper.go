@@ -21,6 +21,7 @@ import (
 
 	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/runtime/capinit"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
@@ -353,7 +354,7 @@ func (c *containerRun) startArgv(service string, argv, env []string, stdout, std
 	case strings.Contains(prog, "/"):
 		prog = filepath.Join(c.app, prog)
 	default:
-		lp, err := runtime.LookPathIn(prog, capinit.EnvValue(env, "PATH"))
+		lp, err := hostfacts.LookPathIn(prog, capinit.EnvValue(env, "PATH"))
 		if err != nil {
 			return nil, &supervisor.StartError{Service: service, Err: err, Perm: true}
 		}

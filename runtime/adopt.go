@@ -16,6 +16,7 @@ import (
 	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/capinit"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -75,7 +76,7 @@ func Adopt(ctx context.Context, dir string, o Options) (_ *Instance, _ []Adopted
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA)); err != nil {
+	if err := hostfacts.PreparePython(m, layers, CapsuleLogger(o.Log, m.Name, rec.Release, rec.BuildSHA)); err != nil {
 		return nil, nil, err
 	}
 	i := &Instance{ID: rec.ID, Manifest: m, Release: rec.Release, BuildSHA: rec.BuildSHA,

@@ -113,7 +113,7 @@ func TestSupervisorConfigs(t *testing.T) {
 	job := defaults
 	job.Name, job.Restart = "job", supervisor.RestartNever
 
-	got := manifestSupervision(m)
+	got := ManifestSupervision(m)
 	want := []supervisor.ServiceConfig{db, web, job}
 	if len(got) != len(want) {
 		t.Fatalf("%d configs, want %d: %+v", len(got), len(want), got)

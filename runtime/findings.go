@@ -34,10 +34,6 @@ type Finding struct {
 	Field   string `json:"field,omitempty"`
 }
 
-// SystemPath is the PATH of a capsule on the `host` layer: only the host's system folders are bound into it,
-// so this is where its python3 is looked for, not in the caller's $PATH.
-const SystemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // WorstStatus returns the most severe status among fs: fail over warn over pass (pass for none).
 func WorstStatus(fs []Finding) Status {
 	worst := StatusPass

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 	"github.com/tori-run/tori-run/specs"
 )
 
@@ -169,8 +170,9 @@ func checkRootlessLimits(m *specs.Manifest, slice string) (limited bool, _ error
 		m.Source, m.Name, strings.Join(wanted, ", "), d.uid, ErrRootlessLimits, strings.Join(miss, "\n  - "), d.fix(ctls))
 }
 
-// rootlessFindings are validate --host's findings for a non-root user.
-func rootlessFindings(kernel kernelVersion, kernelErr error, wanted []string) []Finding {
+// RootlessFindings are validate --host's findings for a non-root user
+// (runtime/hostcheck).
+func RootlessFindings(kernel hostfacts.KernelVersion, kernelErr error, wanted []string) []Finding {
 	var fs []Finding
 	// User namespaces.
 	f := Finding{Check: "rootless/userns", Status: StatusPass, Message: "unprivileged user namespaces are allowed"}
@@ -187,7 +189,7 @@ func rootlessFindings(kernel kernelVersion, kernelErr error, wanted []string) []
 	fs = append(fs, f)
 	// Overlay in a user namespace.
 	f = Finding{Check: "rootless/overlay", Status: StatusPass, Message: "the kernel mounts OverlayFS inside user namespaces (5.11+)"}
-	if kernelErr != nil || kernel.less(userNSOverlay) {
+	if kernelErr != nil || kernel.Less(hostfacts.UserNSOverlay) {
 		f.Status, f.Message = StatusFail, fmt.Sprintf("kernel %s: OverlayFS inside a user namespace needs 5.11 or newer", kernel)
 		f.Hint = "upgrade the kernel, or run capsules as root"
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 )
 
 // A capsule without limits, run by a user who is not root: the same
@@ -312,9 +314,9 @@ func rootlessUserMapped(t *Target) error {
 // rootlessOverlay says whether the kernel release mounts OverlayFS inside a
 // user namespace (5.11+), which a capsule's rootfs layers need without root.
 func rootlessOverlay(release string) error {
-	v, err := parseKernel(release)
-	if err != nil || v.less(userNSOverlay) {
-		return fmt.Errorf("rootfs layers without root need OverlayFS inside a user namespace, which needs Linux %s or newer; this kernel is %s: run the capsule as root, or upgrade the kernel", userNSOverlay, release)
+	v, err := hostfacts.ParseKernel(release)
+	if err != nil || v.Less(hostfacts.UserNSOverlay) {
+		return fmt.Errorf("rootfs layers without root need OverlayFS inside a user namespace, which needs Linux %s or newer; this kernel is %s: run the capsule as root, or upgrade the kernel", hostfacts.UserNSOverlay, release)
 	}
 	return nil
 }

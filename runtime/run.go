@@ -15,6 +15,7 @@ import (
 	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
 	"github.com/tori-run/tori-run/runtime/capslog"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
@@ -47,7 +48,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, "unreleased", "")); err != nil {
+		if err := hostfacts.PreparePython(m, layers, CapsuleLogger(o.Log, m.Name, "unreleased", "")); err != nil {
 			return nil, err
 		}
 		return &Target{Manifest: m, AppDir: app, Layers: layers, Release: "unreleased"}, nil
@@ -68,7 +69,7 @@ func Resolve(ref string, o Options) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := preparePython(m, layers, CapsuleLogger(o.Log, m.Name, rel.Digest, rel.BuildSHA)); err != nil {
+	if err := hostfacts.PreparePython(m, layers, CapsuleLogger(o.Log, m.Name, rel.Digest, rel.BuildSHA)); err != nil {
 		return nil, err
 	}
 	return &Target{Manifest: m, AppDir: filepath.Join(rel.Path, "app"), Layers: layers, Release: rel.Digest, BuildSHA: rel.BuildSHA}, nil
@@ -155,15 +156,6 @@ func ReadCapsuleLogs(ctx context.Context, root, target string, o LogOptions, fn 
 	return capslog.Read(ctx, root, target, o, fn)
 }
 
-// echoLogs echoes m's services' logs (capslog.Echo), for container mode.
-func echoLogs(ctx context.Context, dir string, m *specs.Manifest, out io.Writer, failed func(error)) func() {
-	names := make([]string, len(m.Services))
-	for k, s := range m.Services {
-		names[k] = s.Name
-	}
-	return capslog.Echo(ctx, dir, names, out, failed)
-}
-
 func serviceNames(p *plan.Plan) []string {
 	out := make([]string, len(p.Services))
 	for k, s := range p.Services {
@@ -230,7 +222,7 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
 		inst.Log.Error().Err(err).Msg("starting the services")
 	}
-	for !allTerminal(sup.States()) {
+	for !AllTerminal(sup.States()) {
 		select {
 		case <-sub.C(): // the supervisor logs each transition itself
 			continue
@@ -250,9 +242,9 @@ func Run(ctx context.Context, ref string, o Options, out io.Writer) (*RunResult,
 	return res, nil
 }
 
-// allTerminal says whether no service runs or will run: each ended, failed
+// AllTerminal says whether no service runs or will run: each ended, failed
 // or was stopped (a service not yet started has not ended).
-func allTerminal(st []supervisor.ServiceStatus) bool {
+func AllTerminal(st []supervisor.ServiceStatus) bool {
 	for _, s := range st {
 		if !s.State.Terminal() || s.Reason == supervisor.ReasonNotStarted {
 			return false

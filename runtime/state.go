@@ -193,11 +193,15 @@ func (i *Instance) stopState(ctx context.Context) error {
 // stateStopTimeout bounds stopState.
 const stateStopTimeout = 5 * time.Second
 
-// openState opens a capsule's store under stateRoot and makes the proxy
-// that serves it (not listening yet): what run, the daemon and container
-// mode share.
-func openState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger, lim StateLimits) (*capsuleState, error) {
-	return openPlanState(m.Name, plan.StateOf(m, layout.Layout{StateRoot: stateRoot}, lim), identify, metrics, log)
+// OpenState opens a capsule's store under stateRoot and makes the proxy
+// that serves it (not listening yet), as an instance does: for container
+// mode (runtime/incontainer), which compiles no instance plan.
+func OpenState(m *specs.Manifest, stateRoot string, identify func(int32) (string, error), metrics *proxy.Metrics, log zerolog.Logger, lim StateLimits) (*state.Store, *proxy.Server, error) {
+	cs, err := openPlanState(m.Name, plan.StateOf(m, layout.Layout{StateRoot: stateRoot}, lim), identify, metrics, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cs.store, cs.srv, nil
 }
 
 // openPlanState opens the store a plan names and makes its proxy.

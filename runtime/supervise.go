@@ -104,9 +104,10 @@ func supervisorConfigs(services []plan.Service) []supervisor.ServiceConfig {
 	return out
 }
 
-// manifestSupervision is supervisorConfigs of a manifest's services (for
-// container mode, where no instance plan is compiled).
-func manifestSupervision(m *specs.Manifest) []supervisor.ServiceConfig {
+// ManifestSupervision is the supervisor's configs of a manifest's services
+// (for container mode, runtime/incontainer, where no instance plan is
+// compiled).
+func ManifestSupervision(m *specs.Manifest) []supervisor.ServiceConfig {
 	return supervisorConfigs(plan.CompileServices(plan.Input{Manifest: m}, nil))
 }
 

@@ -71,8 +71,10 @@ func checkVolumes(m *specs.Manifest, o Options) ([]specs.Volume, error) {
 	return hostconf.CheckVolumes(m, o.volumeRules())
 }
 
-// checkVolume checks one volume as run would (hostconf.CheckVolume).
-func checkVolume(m *specs.Manifest, v specs.Volume, o Options) (string, error) {
+// CheckVolume resolves volume v of m as a run would on this host, or says
+// why it is refused (a *VolumeError for the operator's rules): for
+// validate --host (runtime/hostcheck).
+func CheckVolume(m *specs.Manifest, v specs.Volume, o Options) (string, error) {
 	return hostconf.CheckVolume(m, v, o.volumeRules())
 }
 

@@ -51,7 +51,7 @@ func TestCheckVolume(t *testing.T) {
 		{filepath.Join(base, "srv", "missing"), false, "does not exist"},
 	} {
 		v := specs.Volume{Host: tc.host, Capsule: "/data", ReadOnly: tc.ro, Line: 7}
-		real, err := checkVolume(m, v, o)
+		real, err := CheckVolume(m, v, o)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", tc.host, err)
@@ -67,7 +67,7 @@ func TestCheckVolume(t *testing.T) {
 		}
 	}
 	o.Host = nil
-	_, err := checkVolume(m, specs.Volume{Host: data, Capsule: "/data", Line: 3}, o)
+	_, err := CheckVolume(m, specs.Volume{Host: data, Capsule: "/data", Line: 3}, o)
 	if err == nil || !strings.Contains(err.Error(), "--allow-volume "+data) || !strings.Contains(err.Error(), "/etc/tori-run/host.yml:\n  volumes:\n    - path: "+data) {
 		t.Errorf("unallowed: %v, want the flag and the host.yml lines", err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/runtime/image"
+	"github.com/tori-run/tori-run/runtime/incontainer"
 )
 
 func newExportImageCmd(g *globals) *cobra.Command {
@@ -52,7 +52,7 @@ func (g *globals) runInContainer(cmd *cobra.Command, args []string) error {
 	if len(args) == 1 {
 		ref = args[0]
 	}
-	res, err := runtime.RunInContainer(cmd.Context(), ref, runtime.ContainerOptions{
+	res, err := incontainer.Run(cmd.Context(), ref, incontainer.Options{
 		Root:        g.root,
 		StateRoot:   envOr("TORI_STATE_ROOT", ""),
 		StateSocket: envOr("TORI_STATE_SOCKET", ""),
@@ -75,7 +75,7 @@ func newContainerReadyCmd(g *globals) *cobra.Command {
 		Short: "Exit 0 when the capsule of this container (container mode) is ready: an exec readiness probe",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := runtime.ContainerReady(envOr("TORI_STATUS_FILE", "")); err != nil {
+			if err := incontainer.Ready(envOr("TORI_STATUS_FILE", "")); err != nil {
 				return err
 			}
 			fmt.Fprintln(g.stdout, "ready")

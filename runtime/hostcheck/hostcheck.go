@@ -18,12 +18,13 @@ import (
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 )
 
 // Kernel versions the kernel check compares with.
 var (
-	minKernel      = runtime.NewKernelVersion(4, 18) // the oldest tori-run supports
-	userNSOverlay  = runtime.NewKernelVersion(5, 11) // overlay mounts inside user namespaces (rootless capsules)
+	minKernel      = hostfacts.KernelVersion{Major: 4, Minor: 18} // the oldest tori-run supports
+	userNSOverlay  = hostfacts.UserNSOverlay                      // overlay mounts inside user namespaces (rootless capsules)
 	checkLimitName = "limit/"
 )
 
@@ -46,7 +47,7 @@ type hostEnv struct {
 	systemPath    string
 	callerPath    string // $PATH, only to say when its python3 differs from the capsule's
 	pythonVersion func(bin string) (string, error)
-	rootless      func(runtime.KernelVersion, error, []string) []Finding // rootless.go; nil: not checked
+	rootless      func(hostfacts.KernelVersion, error, []string) []Finding // rootless.go; nil: not checked
 }
 
 func liveHost() hostEnv {
@@ -64,7 +65,7 @@ func liveHost() hostEnv {
 		detect:        cgroups.Detect,
 		systemPath:    SystemPath,
 		callerPath:    os.Getenv("PATH"),
-		pythonVersion: runtime.PythonVersionRunner(5 * time.Second),
+		pythonVersion: hostfacts.PythonVersionRunner(5 * time.Second),
 		rootless:      runtime.RootlessFindings,
 	}
 }
@@ -78,7 +79,7 @@ func (e hostEnv) check(opts HostOptions) []Finding {
 	fs = append(fs, checkStateDir(cmp.Or(opts.StateDir, runtime.DefaultStateRoot)))
 	if e.euid() != 0 && e.rootless != nil {
 		rel, kerr := e.kernelRelease()
-		kv, perr := runtime.ParseKernel(rel)
+		kv, perr := hostfacts.ParseKernel(rel)
 		fs = append(fs, runtime.RootlessFindings(kv, errors.Join(kerr, perr), opts.Directives)...)
 	}
 	if opts.Python != "" {
@@ -94,7 +95,7 @@ func (e hostEnv) checkKernel() Finding {
 		f.Status, f.Message = StatusFail, err.Error()
 		return f
 	}
-	v, err := runtime.ParseKernel(release)
+	v, err := hostfacts.ParseKernel(release)
 	switch {
 	case err != nil:
 		f.Status, f.Message = StatusWarn, err.Error()+"; cannot compare it with the "+minKernel.String()+" tori-run needs"
@@ -360,7 +361,7 @@ func writeTest(dir string) error {
 
 func (e hostEnv) checkPython(wanted string) Finding {
 	f := Finding{Check: "python3"}
-	want, err := runtime.ParseVersion(wanted, false)
+	want, err := hostfacts.ParseVersion(wanted, false)
 	if err != nil {
 		f.Status, f.Message = StatusFail, "dependencies.python: "+err.Error()
 		f.Hint = `write the version the capsule needs as MAJOR.MINOR, e.g. python: "3.11"`
@@ -368,16 +369,16 @@ func (e hostEnv) checkPython(wanted string) Finding {
 	}
 	// The .py rule (python.go): python3.X first, then python3.
 	exact := fmt.Sprintf("python%d.%d", want[0], want[1])
-	if bin, err := runtime.LookPathIn(exact, e.systemPath); err == nil {
+	if bin, err := hostfacts.LookPathIn(exact, e.systemPath); err == nil {
 		f.Status = StatusPass
 		f.Message = fmt.Sprintf("capsule declares %s, host has %s; .py commands run with it", wanted, bin)
 		return f
 	}
-	bin, err := runtime.LookPathIn("python3", e.systemPath)
+	bin, err := hostfacts.LookPathIn("python3", e.systemPath)
 	if err != nil {
 		f.Status = StatusFail
 		f.Message = fmt.Sprintf("capsule declares python %s, but the host's system folders have neither %s nor python3: %v", wanted, exact, err)
-		if other, oerr := runtime.LookPathIn("python3", e.callerPath); oerr == nil {
+		if other, oerr := hostfacts.LookPathIn("python3", e.callerPath); oerr == nil {
 			f.Message += fmt.Sprintf(" (the python3 on your $PATH, %s, is not visible to capsules)", other)
 		}
 		f.Hint = "apt-get install python3"
@@ -389,7 +390,7 @@ func (e hostEnv) checkPython(wanted string) Finding {
 		f.Hint = "check that " + bin + " runs: " + bin + " --version"
 		return f
 	}
-	have, err := runtime.ParseVersion(out, true)
+	have, err := hostfacts.ParseVersion(out, true)
 	if err != nil {
 		f.Status, f.Message = StatusFail, fmt.Sprintf("%s printed a version tori-run cannot read: %v", bin, err)
 		f.Hint = "check that " + bin + " is a CPython 3 interpreter"

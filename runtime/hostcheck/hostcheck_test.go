@@ -16,7 +16,7 @@ import (
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/overlay"
-	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
 )
 
 // cgProber stands in for the cgroup filesystem (see cgroups.Prober).
@@ -433,11 +433,11 @@ func TestLookPathIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeExec(t, filepath.Join(b, "python3"), "#!/bin/sh\n")
-	got, err := runtime.LookPathIn("python3", a+"::"+b)
+	got, err := hostfacts.LookPathIn("python3", a+"::"+b)
 	if err != nil || got != filepath.Join(b, "python3") {
 		t.Errorf("lookPathIn = %q, %v; want %s", got, err, filepath.Join(b, "python3"))
 	}
-	if _, err := runtime.LookPathIn("x", b); err == nil || !strings.Contains(err.Error(), "x not found in "+b) {
+	if _, err := hostfacts.LookPathIn("x", b); err == nil || !strings.Contains(err.Error(), "x not found in "+b) {
 		t.Errorf("a directory is not a program: err = %v", err)
 	}
 }
@@ -450,7 +450,7 @@ func TestPythonVersionRunner(t *testing.T) {
 	writeExec(t, bad, "#!/bin/sh\necho 'ModuleNotFoundError: no sys' >&2\nexit 1\n")
 	slow := filepath.Join(dir, "slow")
 	writeExec(t, slow, "#!/bin/sh\nexec sleep 10\n")
-	run := runtime.PythonVersionRunner(300 * time.Millisecond)
+	run := hostfacts.PythonVersionRunner(300 * time.Millisecond)
 
 	if v, err := run(good); err != nil || v != "3.10.4" {
 		t.Errorf("good: %q, %v", v, err)

@@ -1,6 +1,9 @@
 package hostcheck
 
-import "github.com/tori-run/tori-run/runtime"
+import (
+	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
+)
 
 // The findings' vocabulary is runtime's (its confinement and rootless
 // checks produce findings too); these names let callers use this package
@@ -16,7 +19,7 @@ const (
 	StatusFail = runtime.StatusFail
 
 	// SystemPath is where a capsule on the host layer finds its python3.
-	SystemPath = runtime.SystemPath
+	SystemPath = hostfacts.SystemPath
 )
 
 // WorstStatus returns the most severe status among fs: fail over warn over pass (pass for none).

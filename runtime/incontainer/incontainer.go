@@ -1,6 +1,10 @@
 //go:build linux
 
-package runtime
+// Package incontainer is container mode (tori-run run --in-container):
+// tori-run as PID 1 of a container someone else made. It sits on runtime
+// (the capsule logger, the supervisor configs of a manifest, the state
+// store and its proxy) and makes no namespace, mount or cgroup itself.
+package incontainer
 
 import (
 	"context"
@@ -22,8 +26,12 @@ import (
 	"github.com/tori-run/tori-run/internal/atomicfile"
 	"github.com/tori-run/tori-run/layout"
 	"github.com/tori-run/tori-run/release"
+	"github.com/tori-run/tori-run/runtime"
+	"github.com/tori-run/tori-run/runtime/capslog"
+	"github.com/tori-run/tori-run/runtime/hostconf"
 	"github.com/tori-run/tori-run/runtime/image"
 	"github.com/tori-run/tori-run/specs"
+	"github.com/tori-run/tori-run/state"
 	"github.com/tori-run/tori-run/state/proxy"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -38,8 +46,8 @@ import (
 // order on SIGTERM. As PID 1 it reaps every orphan and forwards SIGHUP,
 // SIGUSR1 and SIGUSR2 to the services. See docs/CLUSTER.md.
 
-// ContainerOptions tune RunInContainer.
-type ContainerOptions struct {
+// Options tune Run.
+type Options struct {
 	Root      string // TORI_ROOT: logs/, the admin socket (in the container's own filesystem)
 	StateRoot string // TORI_STATE_ROOT: mount a volume here
 	// StateSocket is where the state proxy listens (TORI_STATE_SOCKET).
@@ -59,7 +67,7 @@ type ContainerOptions struct {
 
 // stateRoots are where container mode looks for the state volume when
 // TORI_STATE_ROOT is not set: the image's folder, then SPEC's default.
-var stateRoots = []string{image.StateRoot, DefaultStateRoot}
+var stateRoots = []string{image.StateRoot, layout.DefaultStateRoot}
 
 // pickStateRoot is the first of stateRoots that is a mount point (the
 // engine mounted a volume there), else the first: then the state lives and
@@ -73,14 +81,13 @@ func pickStateRoot() (string, bool) {
 	return stateRoots[0], false
 }
 
-// Defaults of container mode, where the exported image puts things.
-const (
-	DefaultContainerStatus = "/run/tori/status.json"
-)
+// DefaultStatusFile is where container mode writes the services' status
+// (TORI_STATUS_FILE), where the exported image's readiness probe reads it.
+const DefaultStatusFile = "/run/tori/status.json"
 
-func (o *ContainerOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Root == "" {
-		o.Root = DefaultRoot
+		o.Root = layout.DefaultRoot
 	}
 	if o.StateRoot == "" {
 		o.StateRoot, o.stateOnVolume = pickStateRoot()
@@ -91,7 +98,7 @@ func (o *ContainerOptions) defaults() {
 		o.StateSocket = image.StateSocket
 	}
 	if o.StatusFile == "" {
-		o.StatusFile = DefaultContainerStatus
+		o.StatusFile = DefaultStatusFile
 	}
 }
 
@@ -156,17 +163,17 @@ func resolveInContainer(ref, root string) (*specs.Manifest, string, image.Releas
 	return m, filepath.Join(rel.Path, "app"), image.ReleaseInfo{Name: m.Name, Version: m.Version, Digest: rel.Digest, BuildSHA: rel.BuildSHA}, nil
 }
 
-// RunInContainer runs a capsule in container mode until every service is
-// done or ctx ends (SIGTERM, SIGINT), then stops the services in reverse
+// Run runs a capsule in container mode until every service is done or
+// ctx ends (SIGTERM, SIGINT), then stops the services in reverse
 // order and closes the state store. Service output is logged under
 // <root>/logs and echoed to out, as under run.
-func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.Writer) (*RunResult, error) {
+func Run(ctx context.Context, ref string, o Options, out io.Writer) (*runtime.RunResult, error) {
 	o.defaults()
 	m, app, info, err := resolveInContainer(ref, o.Root)
 	if err != nil {
 		return nil, err
 	}
-	log := CapsuleLogger(o.Log, m.Name, info.Digest, info.BuildSHA)
+	log := runtime.CapsuleLogger(o.Log, m.Name, info.Digest, info.BuildSHA)
 	c := &containerRun{m: m, app: app, release: info.Digest, buildSHA: info.BuildSHA, socket: o.StateSocket, log: log}
 	if c.cred, err = containerCredential(m); err != nil {
 		return nil, err
@@ -199,13 +206,14 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 		}
 	}()
 
+	logs := layout.Layout{Root: o.Root}.Logs(m.Name)
 	notify := filepath.Join(filepath.Dir(o.StatusFile), "notify")
 	if err := os.MkdirAll(notify, 0o700); err != nil {
 		return nil, err
 	}
-	sup, err := supervisor.New(manifestSupervision(m), containerRunner{c}, supervisor.Options{
+	sup, err := supervisor.New(runtime.ManifestSupervision(m), containerRunner{c}, supervisor.Options{
 		Prober:    containerProber{c},
-		LogDir:    LogDir(o.Root, m.Name),
+		LogDir:    logs,
 		NotifyDir: notify,
 		Log:       log,
 	})
@@ -213,21 +221,21 @@ func RunInContainer(ctx context.Context, ref string, o ContainerOptions, out io.
 		return nil, err
 	}
 	// An engine owns the container's output: a write error there does not stop it.
-	echo := echoLogs(ctx, LogDir(o.Root, m.Name), m, out, nil)
+	echo := capslog.Echo(ctx, logs, serviceNames(m), out, nil)
 	sub := sup.Events()
 	defer sub.Close()
 	fwd := make(chan os.Signal, 4)
 	signal.Notify(fwd, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2)
 	defer signal.Stop(fwd)
 
-	log.Info().Int(FieldPID, os.Getpid()).Str("state_socket", o.StateSocket).Str("state_root", o.StateRoot).Msg("container mode: starting the services")
-	res := &RunResult{}
+	log.Info().Int(runtime.FieldPID, os.Getpid()).Str("state_socket", o.StateSocket).Str("state_root", o.StateRoot).Msg("container mode: starting the services")
+	res := &runtime.RunResult{}
 	if err := sup.Start(context.WithoutCancel(ctx)); err != nil {
 		log.Error().Err(err).Msg("starting the services")
 	}
 	writeStatus(o.StatusFile, m.Name, sup.Status(), log)
 loop:
-	for !allTerminal(sup.States()) {
+	for !runtime.AllTerminal(sup.States()) {
 		select {
 		case <-sub.C():
 			writeStatus(o.StatusFile, m.Name, sup.Status(), log)
@@ -242,7 +250,7 @@ loop:
 	}
 	deadline := o.StopDeadline
 	if deadline == 0 {
-		deadline = stopDeadline(m)
+		deadline = runtime.StopDeadline(m)
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
 	defer cancel()
@@ -251,7 +259,7 @@ loop:
 	// may hold a log pipe open, which Stop would wait for.
 	stopped := make(chan struct{})
 	go func() {
-		for !allTerminal(sup.States()) {
+		for !runtime.AllTerminal(sup.States()) {
 			select {
 			case <-stopped:
 				return
@@ -293,7 +301,7 @@ func containerCredential(m *specs.Manifest) (*syscall.Credential, error) {
 		return nil, nil
 	}
 	// The container's own /etc/passwd, as run reads the capsule's.
-	uid, gid, err := resolveUser(m, nil)
+	uid, gid, err := hostconf.ResolveUser(m, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w (the image's /etc/passwd must name the user)", err)
 	}
@@ -308,13 +316,13 @@ func containerCredential(m *specs.Manifest) (*syscall.Credential, error) {
 // the state socket (services, identified by their process ancestry) and on
 // <root>/instances/<name>-container/admin/state.sock (tori-run state, from
 // kubectl exec or ctr task exec).
-func (c *containerRun) serveState(o ContainerOptions) (*capsuleState, error) {
+func (c *containerRun) serveState(o Options) (*capsuleState, error) {
 	m := c.m
-	cs, err := openState(m, o.StateRoot, c.identify, o.Metrics, c.log, DefaultStateLimits())
+	st, srv, err := runtime.OpenState(m, o.StateRoot, c.identify, o.Metrics, c.log, runtime.DefaultStateLimits())
 	if err != nil {
 		return nil, fmt.Errorf("capsule state under %s (TORI_STATE_ROOT; mount a volume there): %w", o.StateRoot, err)
 	}
-	st, srv := cs.store, cs.srv
+	cs := &capsuleState{store: st, srv: srv}
 	if err := os.MkdirAll(filepath.Dir(o.StateSocket), 0o755); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -355,15 +363,30 @@ func (c *containerRun) identify(pid int32) (string, error) {
 	return "", fmt.Errorf("pid %d is not a service of capsule %s", pid, c.m.Name)
 }
 
-// ContainerStatus is what StatusFile holds.
-type ContainerStatus struct {
+// capsuleState is the capsule's store and the proxy serving it.
+type capsuleState struct {
+	store *state.Store
+	srv   *proxy.Server
+}
+
+// serviceNames are m's services, in the manifest's order.
+func serviceNames(m *specs.Manifest) []string {
+	names := make([]string, len(m.Services))
+	for k, s := range m.Services {
+		names[k] = s.Name
+	}
+	return names
+}
+
+// Status is what StatusFile holds.
+type Status struct {
 	Capsule  string                     `json:"capsule"`
 	Ready    bool                       `json:"ready"`
 	Services []supervisor.ServiceStatus `json:"services"`
 }
 
 func writeStatus(file, capsule string, st []supervisor.ServiceStatus, log zerolog.Logger) {
-	cs := ContainerStatus{Capsule: capsule, Ready: containerReady(st), Services: st}
+	cs := Status{Capsule: capsule, Ready: allReady(st), Services: st}
 	b, err := json.MarshalIndent(cs, "", "  ")
 	if err == nil {
 		err = atomicfile.WriteFile(file, append(b, '\n'), 0o644)
@@ -373,8 +396,8 @@ func writeStatus(file, capsule string, st []supervisor.ServiceStatus, log zerolo
 	}
 }
 
-// containerReady: every service is ready, or a one-shot that exited 0.
-func containerReady(st []supervisor.ServiceStatus) bool {
+// allReady: every service is ready, or a one-shot that exited 0.
+func allReady(st []supervisor.ServiceStatus) bool {
 	for _, s := range st {
 		if s.State != supervisor.StateReady && s.State != supervisor.StateExited {
 			return false
@@ -383,17 +406,17 @@ func containerReady(st []supervisor.ServiceStatus) bool {
 	return len(st) > 0
 }
 
-// ContainerReady reads the status file of a capsule in container mode and
-// says whether it is ready: nil, or an error naming what is not.
-func ContainerReady(file string) error {
+// Ready reads the status file of a capsule in container mode and says
+// whether it is ready: nil, or an error naming what is not.
+func Ready(file string) error {
 	if file == "" {
-		file = DefaultContainerStatus
+		file = DefaultStatusFile
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("no status yet: %w", err)
 	}
-	var cs ContainerStatus
+	var cs Status
 	if err := json.Unmarshal(b, &cs); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package incontainer
 
 import (
 	"context"
@@ -19,7 +19,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tori-run/tori-run/runtime"
 	"github.com/tori-run/tori-run/runtime/capinit"
+	"github.com/tori-run/tori-run/runtime/hostfacts"
+	"github.com/tori-run/tori-run/runtime/plan"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/supervisor"
 )
@@ -113,9 +116,9 @@ func (r *reaper) reapAll() {
 		case p != nil && wpid == pid:
 			p.ended(ws)
 		case p == nil && wpid == pid:
-			r.log.Debug().Int(FieldPID, pid).Msg("reaped an orphan")
+			r.log.Debug().Int(runtime.FieldPID, pid).Msg("reaped an orphan")
 		case err != nil && !errors.Is(err, unix.ECHILD):
-			r.log.Warn().Err(err).Int(FieldPID, pid).Msg("reaping")
+			r.log.Warn().Err(err).Int(runtime.FieldPID, pid).Msg("reaping")
 			return
 		case err != nil:
 			return
@@ -351,7 +354,7 @@ func (c *containerRun) startArgv(service string, argv, env []string, stdout, std
 	case strings.Contains(prog, "/"):
 		prog = filepath.Join(c.app, prog)
 	default:
-		lp, err := lookPathIn(prog, capinit.EnvValue(env, "PATH"))
+		lp, err := hostfacts.LookPathIn(prog, capinit.EnvValue(env, "PATH"))
 		if err != nil {
 			return nil, &supervisor.StartError{Service: service, Err: err, Perm: true}
 		}
@@ -362,14 +365,14 @@ func (c *containerRun) startArgv(service string, argv, env []string, stdout, std
 		return nil, err
 	}
 	p.service = service
-	c.log.Debug().Str(FieldService, service).Int(FieldPID, p.pid).Msg("process started")
+	c.log.Debug().Str(runtime.FieldService, service).Int(runtime.FieldPID, p.pid).Msg("process started")
 	return p, nil
 }
 
 // serviceEnv is what a service sees: the same as under run, with
 // TORI_STATE_SOCKET where this container's proxy listens.
 func (c *containerRun) serviceEnv(s *specs.Service) []string {
-	env := serviceEnv(c.m, s, c.release, c.buildSHA)
+	env := plan.ServiceEnv(c.m, s, c.release, c.buildSHA)
 	for i, e := range env {
 		if strings.HasPrefix(e, "TORI_STATE_SOCKET=") {
 			env[i] = "TORI_STATE_SOCKET=" + c.socket

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package hostfacts
 
 import (
 	"errors"
@@ -44,7 +44,7 @@ type capsuleView struct {
 }
 
 func hostView() capsuleView {
-	return capsuleView{pathList: SystemPath, version: pythonVersionRunner(pythonVersionTimeout)}
+	return capsuleView{pathList: SystemPath, version: PythonVersionRunner(pythonVersionTimeout)}
 }
 
 func layersView(layers []string) capsuleView {
@@ -95,7 +95,7 @@ func (v capsuleView) lookup(name string) (capsulePath, target string, ok bool) {
 func (v capsuleView) findPython(want string) (pythonChoice, error) {
 	var wmaj, wmin int
 	if want != "" {
-		w, err := parseVersion(want, false)
+		w, err := ParseVersion(want, false)
 		if err != nil {
 			return pythonChoice{}, fmt.Errorf("dependencies.python: %w", err)
 		}
@@ -128,7 +128,7 @@ func (v capsuleView) findPython(want string) (pythonChoice, error) {
 		if err != nil {
 			return pythonChoice{}, fmt.Errorf("%s; cannot tell the version of %s: %w", declared, p, err)
 		}
-		if have, err = parseVersion(out, true); err != nil {
+		if have, err = ParseVersion(out, true); err != nil {
 			return pythonChoice{}, fmt.Errorf("%s; %s printed a version tori-run cannot read: %w", declared, p, err)
 		}
 		ver = out
@@ -191,10 +191,11 @@ func applyPython(m *specs.Manifest, v capsuleView) (pythonChoice, error) {
 // pythonVersionTimeout bounds asking an interpreter for its version.
 const pythonVersionTimeout = 5 * time.Second
 
-// preparePython applies the .py rule to a resolved manifest and says on log
-// (a CapsuleLogger) which interpreter was picked: a warning when it is not
-// the declared python3.X.
-func preparePython(m *specs.Manifest, layers []string, log zerolog.Logger) error {
+// PreparePython applies the .py rule to a resolved manifest and says on log
+// (runtime's CapsuleLogger) which interpreter was picked: a warning when it
+// is not the declared python3.X. layers are the host folders of the
+// capsule's rootfs layers, top first (none: the host layer).
+func PreparePython(m *specs.Manifest, layers []string, log zerolog.Logger) error {
 	c, err := applyPython(m, layersView(layers))
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 //go:build linux
 
-package runtime
+package hostfacts
 
 import (
 	"errors"
@@ -88,7 +88,7 @@ func TestFindPythonInLayers(t *testing.T) {
 }
 
 func TestApplyPython(t *testing.T) {
-	m, err := specs.Load("../specs/testdata/good/seed-capsule.yml")
+	m, err := specs.Load("../../specs/testdata/good/seed-capsule.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestApplyPython(t *testing.T) {
 			t.Errorf("service %s runs %q; want %q", s.Name, got, want)
 		}
 	}
-	m2, _ := specs.Load("../specs/testdata/good/seed-capsule.yml")
+	m2, _ := specs.Load("../../specs/testdata/good/seed-capsule.yml")
 	_, err = applyPython(m2, capsuleView{pathList: t.TempDir()})
 	if !errors.Is(err, errNoPython) || !strings.Contains(err.Error(), "seed-capsule.yml") {
 		t.Errorf("no python: %v; want errNoPython naming the manifest", err)

@@ -55,7 +55,7 @@ test-root: ## every test, including those that mount, make cgroups or need root
 	@if [ "$$(id -u)" != 0 ]; then echo "make test-root needs root (mounts, cgroups); run make test-unit as a user" >&2; exit 1; fi
 	$(GO) test $(TAGFLAG) -count=1 ./...
 
-VM_PKGS    ?= ./cgroups/,./overlay/,./runtime/,./runtime/cgprobe/,./runtime/hostfacts/,./runtime/incontainer/,./runtime/hostcheck/,./runtime/daemon/,./integration/,./integration/vm/,./toritest/
+VM_PKGS    ?= ./cgroups/,./overlay/,./runtime/,./runtime/cgprobe/,./runtime/hostfacts/,./runtime/rootless/,./runtime/incontainer/,./runtime/hostcheck/,./runtime/daemon/,./integration/,./integration/vm/,./toritest/
 VM_RUN     ?=
 # TestUpgradeDaemonKilled (≈60 s under TCG) is cgroup-mode independent and runs on the host; the guest runs the
 # other upgrade tests (sockets, switch under load, roll-backs). It passed there too: make test-vm VM_RUN=TestUpgradeDaemonKilled VM_SKIP=

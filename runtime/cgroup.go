@@ -71,7 +71,7 @@ func (i *Instance) createInitCgroup() error {
 }
 
 // createServiceCgroups makes every service's cgroup under the capsule's,
-// with the service's limits (none without cgroups: rootless_run.go).
+// with the service's limits (none without cgroups: rootless.go).
 func (i *Instance) createServiceCgroups() error {
 	if i.group == nil {
 		return nil

@@ -52,7 +52,7 @@ func (e *ExecError) Error() string {
 // first the process is killed.
 func (i *Instance) ExecOutput(ctx context.Context, service string, argv ...string) ([]byte, error) {
 	s, g := i.Manifest.Service(service), i.madeGroup(service)
-	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
+	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless.go
 		return nil, fmt.Errorf("exec in %s: no such running service", service)
 	}
 	if len(argv) == 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/tori-run/tori-run/overlay"
 	"github.com/tori-run/tori-run/runtime/cgprobe"
 	"github.com/tori-run/tori-run/runtime/plan"
+	"github.com/tori-run/tori-run/runtime/rootless"
 	"github.com/tori-run/tori-run/specs"
 	"github.com/tori-run/tori-run/state/proxy"
 )
@@ -184,8 +185,8 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		return nil, err
 	}
 	m := t.Manifest
-	if os.Geteuid() != 0 { // rootless.go: a limit is refused, never dropped
-		limited, err := checkRootlessLimits(m, o.Slice)
+	if os.Geteuid() != 0 { // runtime/rootless: a limit is refused, never dropped
+		limited, err := rootless.CheckLimits(m, o.Slice)
 		if err != nil && !o.WithoutLimits {
 			return nil, err
 		}
@@ -198,11 +199,11 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		// Limits in the user's delegated cgroup v2 subtree: the path below,
 		// in a user namespace.
 		if len(t.Layers) > 0 {
-			if err := rootlessOverlay(kernelRelease()); err != nil { // rootless_run.go
+			if err := rootless.Overlay(kernelRelease()); err != nil {
 				return nil, fmt.Errorf("%s: layers %v: %w", m.Source, m.Layers, err)
 			}
 		}
-		if err := rootlessUserMapped(t); err != nil {
+		if err := rootless.UserMapped(m, t.Layers); err != nil {
 			return nil, err
 		}
 		o.AppInCapsule, o.rootless = true, true
@@ -250,7 +251,7 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.createCgroups(); err != nil {
 		return i, err
 	}
-	if o.rootless { // the root's overlay is mounted inside the capsule (rootless_run.go)
+	if o.rootless { // the root's overlay is mounted inside the capsule (rootless.Spec)
 		i.rootLayers = t.Layers
 	} else if err := i.mountRoot(t.Layers); err != nil {
 		return i, err
@@ -391,8 +392,8 @@ func (i *Instance) startContainer() error {
 	if i.appLower != "" {
 		appInCapsule(spec, i.Manifest.ReadOnly, i.appLower, i.paths.Upper, i.paths.Work)
 	}
-	if i.opts.rootless { // rootless_run.go; the cgroups stay: they hold the limits
-		if err := rootlessSpec(spec, i.rootlessMounts(i.appLower, i.rootLayers), true); err != nil {
+	if i.opts.rootless { // rootless.go; the cgroups stay: they hold the limits
+		if err := rootless.Spec(spec, i.rootlessMounts(i.appLower, i.rootLayers), true); err != nil {
 			return err
 		}
 	}

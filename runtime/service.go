@@ -78,7 +78,7 @@ func (i *Instance) StartService(ctx context.Context, name string, stdout, stderr
 		return nil, fmt.Errorf("capsule %s has no service %q", i.plan.Capsule, name)
 	}
 	g := i.madeGroup(name)
-	if g == nil && i.group != nil { // no cgroups at all: rootless_run.go
+	if g == nil && i.group != nil { // no cgroups at all: rootless.go
 		return nil, fmt.Errorf("starting %s: its cgroup was not made", name)
 	}
 	// The init keeps a read end of each output pipe while the service lives,
@@ -119,7 +119,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 	var cgFiles []*os.File
 	var oomBase uint64
 	switch {
-	case g == nil: // no cgroups (rootless_run.go)
+	case g == nil: // no cgroups (rootless.go)
 	case g.Version() == 2:
 		req.CgroupVersion = 2
 		// The init opens the leaf in its own cgroup namespace: no cgroup
@@ -164,7 +164,7 @@ func (i *Instance) startProcess(ctx context.Context, label string, argv, env []s
 // process is killed. Exec probes run this way.
 func (i *Instance) Exec(ctx context.Context, service string, argv []string) error {
 	s, g := i.plan.Service(service), i.madeGroup(service)
-	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless_run.go
+	if s == nil || (g == nil && i.group != nil) { // no group at all: rootless.go
 		return fmt.Errorf("exec in %s: no such running service", service)
 	}
 	r, w, err := os.Pipe()
@@ -235,7 +235,7 @@ func exitInfo(ex capinit.Exit) supervisor.Exit {
 // cgroup) and closes Done; only the first call counts.
 func (s *Service) ended(info supervisor.Exit) {
 	s.endOnce.Do(func() {
-		if s.Group != nil { // nil: no cgroups (rootless_run.go)
+		if s.Group != nil { // nil: no cgroups (rootless.go)
 			if n, err := s.Group.OOMKills(); err == nil && n > s.oomBase && info.Signal == unix.SIGKILL {
 				info.OOMKilled = true
 			}
@@ -287,7 +287,7 @@ func (s *Service) Signal(sig syscall.Signal) error {
 }
 
 // Kill kills the service's whole process tree through its cgroup.
-// Without a cgroup (rootless_run.go) only the main process is killed.
+// Without a cgroup (rootless.go) only the main process is killed.
 func (s *Service) Kill() error {
 	if s.Group == nil {
 		return s.Signal(unix.SIGKILL)

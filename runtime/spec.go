@@ -10,6 +10,7 @@ import (
 
 	"github.com/moby/sys/capability"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/tori-run/tori-run/cgroups"
 	"github.com/tori-run/tori-run/layout"
@@ -193,4 +194,13 @@ func SpecFor(ref string, o Options, assume bool) (*rspec.Spec, []string, error) 
 		return nil, nil, err
 	}
 	return p.Spec, f.Stated(), nil
+}
+
+// kernelRelease is the running kernel's release (uname -r).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown (uname: " + err.Error() + ")"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }

@@ -212,7 +212,7 @@ func (s *initServer) start(req *Request, files []*os.File, c *net.UnixConn) erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := func() error { return spawn.StartIn(req.CgroupVersion, cgFiles, cmd) }
-	if req.CgroupVersion == 0 { // no cgroups: a rootless capsule (runtime/rootless_run.go)
+	if req.CgroupVersion == 0 { // no cgroups: a rootless capsule (runtime/rootless.go)
 		start = cmd.Start
 	}
 	if err := start(); err != nil {

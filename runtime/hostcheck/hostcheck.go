@@ -47,7 +47,7 @@ type hostEnv struct {
 	systemPath    string
 	callerPath    string // $PATH, only to say when its python3 differs from the capsule's
 	pythonVersion func(bin string) (string, error)
-	rootless      func(hostfacts.KernelVersion, error, []string) []Finding // rootless.go; nil: not checked
+	rootless      func(hostfacts.KernelVersion, error, []string) []Finding // runtime.RootlessFindings (runtime/rootless); nil: not checked
 }
 
 func liveHost() hostEnv {

@@ -13,7 +13,7 @@ func (s *Store) recover() error {
 	if err != nil {
 		return err
 	}
-	removed, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests)
+	removed, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests, nil)
 	if err != nil {
 		return err
 	}

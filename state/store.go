@@ -58,10 +58,20 @@ type Store struct {
 	flushRetryAt time.Time
 	logFailed    bool // fail was called and no write succeeded since
 
-	// Owned by the flusher goroutine (read at Open, before it starts).
+	// manMu guards man and files (read at Open, before the goroutines
+	// start): the flusher appends a file, the compactor replaces a run of
+	// them, each installing a manifest under it.
+	manMu      sync.Mutex
 	man        manifest
 	files      []*dataFile // open, one per man.Files entry
+	claims     fileClaims  // data files written, not yet listed by man
 	flushCodec *zstdCodec  // the fastest level: flushes are on the write path
+	// compactCh wakes the compactor after a flush (flusher → compactor;
+	// closed when the flusher stops).
+	compactCh chan struct{}
+	// compactsDue counts wake-ups sent and not yet handled (tests wait
+	// for 0).
+	compactsDue atomic.Int64
 
 	stats counters
 }
@@ -144,8 +154,10 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 	s.reqs = make(chan *request, opts.Buffer)
 	s.quit, s.done = make(chan struct{}), make(chan struct{})
 	s.jobs, s.results = make(chan flushJob, 1), make(chan flushResult, 1)
-	flusherDone := make(chan struct{})
-	go s.flusher(flusherDone)
+	s.compactCh = make(chan struct{}, 1)
+	flusherDone, compactorDone := make(chan struct{}), make(chan struct{})
+	go s.compactor(compactorDone)
+	go s.flusher(flusherDone, compactorDone)
 	go s.committer(flusherDone)
 	return s, nil
 }

@@ -82,18 +82,14 @@ func pickCompaction(files []fileMeta, ratio float64) (start, end int) {
 func (s *Store) compactor(done chan struct{}) {
 	defer close(done)
 	for range s.compactCh {
-		// Until nothing is left to merge: a run capped at maxMerge files
-		// may leave another behind it.
-		for {
-			merged, err := s.compact()
-			if err != nil {
-				// The data is safe in the files already listed; a failed
-				// compaction leaves only garbage that the next GC removes.
-				s.log.Error().Err(err).Str("dir", s.dir).Msg("state: compaction failed")
-			}
-			if !merged {
-				break
-			}
+		// One compaction a wake-up, as when the flusher compacted: a run
+		// left behind (mergeBudget) waits for the next flush. Looping here
+		// chains compactions that rewrite the file just written, and
+		// garbage collection keeps every input of the last manifests.
+		if _, err := s.compact(); err != nil {
+			// The data is safe in the files already listed; a failed
+			// compaction leaves only garbage that the next GC removes.
+			s.log.Error().Err(err).Str("dir", s.dir).Msg("state: compaction failed")
 		}
 		s.compactsDue.Add(-1)
 	}

@@ -303,45 +303,55 @@ func (s *Store) shutdown(flusherDone chan struct{}) {
 	<-flusherDone
 }
 
-// flusher turns flush jobs into Parquet files and manifests, then compacts.
-func (s *Store) flusher(done chan struct{}) {
+// flusher turns flush jobs into Parquet files and manifests, and wakes the
+// compactor after each. It never compacts itself: a flush (and so a writer
+// waiting for room in the buffer) never waits behind a compaction. done is
+// closed once the compactor has stopped too.
+func (s *Store) flusher(done, compactorDone chan struct{}) {
 	defer close(done)
 	for job := range s.jobs {
 		start := time.Now()
 		err := s.flush(job)
 		s.stats.lastFlushNanos.Store(int64(time.Since(start)))
-		s.results <- flushResult{job: job, err: err}
 		if err == nil {
-			if err := s.compact(); err != nil {
-				// The data is safe in the files already listed; a failed
-				// compaction leaves only garbage that the next GC removes.
-				s.log.Error().Err(err).Str("dir", s.dir).Msg("state: compaction failed")
+			s.compactsDue.Add(1)
+			select {
+			case s.compactCh <- struct{}{}:
+			default: // already woken: it picks this file up too
+				s.compactsDue.Add(-1)
 			}
 		}
+		s.results <- flushResult{job: job, err: err}
 	}
+	close(s.compactCh)
+	<-compactorDone
 }
 
 // flush writes job's records into a data file, makes a manifest listing it
 // current, then trims the log segments that held them.
 func (s *Store) flush(job flushJob) error {
-	meta, err := writeDataFile(s.dataDir, job.recs, s.flushCodec, s.opts.syncFile)
+	meta, err := writeClaimedDataFile(s.dataDir, job.recs, s.flushCodec, s.opts.syncFile, &s.claims)
 	if err != nil {
 		return fmt.Errorf("flush %d records: %w", len(job.recs), err)
 	}
+	defer s.claims.remove(meta.Name) // listed, or garbage once it fails
 	s.stats.fsyncs.Add(2)
 	d, err := openDataFile(s.dataDir, meta)
 	if err != nil {
 		return fmt.Errorf("flush: reopen the new data file: %w", err)
 	}
+	s.manMu.Lock()
 	next := s.man
 	next.Generation++
 	next.Seq = job.maxSeq
 	next.Files = append(append([]fileMeta(nil), s.man.Files...), meta)
 	if err := s.install(next); err != nil {
+		s.manMu.Unlock()
 		d.close()
 		return err
 	}
 	s.files = append(s.files, d)
+	s.manMu.Unlock()
 	// The values are in the file now (writeDataFile sorted job.recs: record
 	// i is row i): cache its pages from the buffer's copies, point the index
 	// there and let the copies go.
@@ -372,7 +382,8 @@ func (s *Store) flush(job flushJob) error {
 	return nil
 }
 
-// install makes m the current manifest and collects garbage.
+// install makes m the current manifest and collects garbage. The caller
+// holds manMu.
 func (s *Store) install(m manifest) error {
 	if err := writeManifest(s.manDir, m, s.opts.syncFile); err != nil {
 		return err
@@ -381,7 +392,7 @@ func (s *Store) install(m manifest) error {
 	s.man = m
 	s.stats.manifestGen.Store(m.Generation)
 	s.refreshFileStats(m)
-	if _, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests); err != nil {
+	if _, err := collectGarbage(s.manDir, s.dataDir, s.opts.KeepManifests, &s.claims); err != nil {
 		s.log.Warn().Err(err).Str("dir", s.dir).Msg("state: garbage collection failed; retried after the next flush")
 	}
 	return nil

@@ -10,30 +10,89 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-// maxFiles forces a full compaction whatever the sizes.
-const maxFiles = 32
+const (
+	// maxFiles forces a compaction whatever the sizes.
+	maxFiles = 32
+	// mergeBudget bounds what the files one compaction merges hold in
+	// memory at once (each a read-ahead and a decoded page, about
+	// mergeCost): when flushes have piled files of large values up behind a
+	// long compaction, the next one does not merge them all at once.
+	mergeBudget = 4 << 20
+	// minMerge files are merged even over mergeBudget; past maxFiles, the
+	// lightest run of minMerge files is.
+	minMerge = 4
+)
 
-// pickCompaction returns the index of the oldest file to merge with every
-// newer one, or -1. A file is merged once the files newer than it weigh at
-// least its size divided by ratio: with ratio 1, once the data written since
-// it is as large as it, so each byte is rewritten O(log(size/flush)) times
-// and the files on disk weigh at most about twice the merged data.
-func pickCompaction(files []fileMeta, ratio float64) int {
-	if len(files) < 2 {
-		return -1
+// mergeCost estimates the memory a file takes while it is merged: its
+// read-ahead and a page, a few of its rows, at least 64 KiB.
+func mergeCost(f fileMeta) int64 {
+	return max(64<<10, 4*f.Size/max(1, f.Rows))
+}
+
+// pickCompaction returns the run of files to merge, files[start:end], or
+// start -1. Among the newest files that fit mergeBudget (at least
+// minMerge), a file is merged with every newer one once those weigh at
+// least its size divided by ratio: with ratio 1, once the data written
+// since it is as large as it, so each byte is rewritten O(log(size/flush))
+// times and the files on disk weigh at most about twice the merged data.
+// Under sustained writes the compactor, which runs beside the flusher, finds
+// several new files at once and merges them in one pass (a fan-in above 2).
+// Past maxFiles files, the lightest run of minMerge files is merged.
+func pickCompaction(files []fileMeta, ratio float64) (start, end int) {
+	n := len(files)
+	if n < 2 {
+		return -1, 0
 	}
-	if len(files) > maxFiles {
-		return 0
+	if n > maxFiles {
+		best, bestSize := 0, int64(-1)
+		var sum int64
+		for i := range files {
+			sum += files[i].Size
+			if i >= minMerge {
+				sum -= files[i-minMerge].Size
+			}
+			if i >= minMerge-1 && (bestSize < 0 || sum < bestSize) {
+				best, bestSize = i-minMerge+1, sum
+			}
+		}
+		return best, best + minMerge
+	}
+	lo := n - 1
+	for cost := mergeCost(files[lo]); lo > 0; lo-- {
+		cost += mergeCost(files[lo-1])
+		if cost > mergeBudget && n-lo >= minMerge {
+			break
+		}
 	}
 	var newer int64
-	start := -1
-	for i := len(files) - 2; i >= 0; i-- {
+	start = -1
+	for i := n - 2; i >= lo; i-- {
 		newer += files[i+1].Size
 		if float64(newer)*ratio >= float64(files[i].Size) {
 			start = i
 		}
 	}
-	return start
+	return start, n
+}
+
+// compactor runs compactions on a goroutine of its own, woken by the
+// flusher after each flush, until compactCh is closed. Flushes go on while it
+// merges: each appends its file to the manifest, and the compaction replaces
+// only the run of files it merged, where they are.
+func (s *Store) compactor(done chan struct{}) {
+	defer close(done)
+	for range s.compactCh {
+		// One compaction a wake-up, as when the flusher compacted: a run
+		// left behind (mergeBudget) waits for the next flush. Looping here
+		// chains compactions that rewrite the file just written, and
+		// garbage collection keeps every input of the last manifests.
+		if _, err := s.compact(); err != nil {
+			// The data is safe in the files already listed; a failed
+			// compaction leaves only garbage that the next GC removes.
+			s.log.Error().Err(err).Str("dir", s.dir).Msg("state: compaction failed")
+		}
+		s.compactsDue.Add(-1)
+	}
 }
 
 // compact merges the files chosen by pickCompaction into one, streaming
@@ -42,22 +101,29 @@ func pickCompaction(files []fileMeta, ratio float64) int {
 // Tombstones are kept: files replaced by a compaction stay on disk until
 // garbage collection drops the manifests listing them, and a reader that
 // globs data/*.parquet (the documented DuckDB query) must still see that
-// their puts were deleted.
-func (s *Store) compact() error {
-	start := pickCompaction(s.man.Files, s.opts.CompactRatio)
-	if start < 0 {
-		return nil
+// their puts were deleted. It holds manMu only to choose the files and to
+// install the result: flushes that land meanwhile stay after it.
+func (s *Store) compact() (merged bool, err error) {
+	s.manMu.Lock()
+	start, end := pickCompaction(s.man.Files, s.opts.CompactRatio)
+	var old []*dataFile
+	if start >= 0 {
+		old = slices.Clone(s.files[start:end])
 	}
-	old := s.files[start:]
+	s.manMu.Unlock()
+	if start < 0 {
+		return false, nil
+	}
 	m, err := newMerger(old)
 	if err != nil {
-		return fmt.Errorf("compact: %w", err)
+		return false, fmt.Errorf("compact: %w", err)
 	}
 	defer m.close()
 	w, err := newDataWriter(s.dataDir, nil)
 	if err != nil {
-		return fmt.Errorf("compact: %w", err)
+		return false, fmt.Errorf("compact: %w", err)
 	}
+	w.claims = &s.claims
 	type reloc struct {
 		op     Op
 		key    string
@@ -78,7 +144,7 @@ func (s *Store) compact() error {
 		r, src, srcRow, err := m.next()
 		if err != nil {
 			w.abort()
-			return fmt.Errorf("compact: %w", err)
+			return false, fmt.Errorf("compact: %w", err)
 		}
 		if r == nil {
 			break
@@ -86,7 +152,7 @@ func (s *Store) compact() error {
 		if pending != nil && (r.Op == OpEvent || pending.Key != r.Key) {
 			if err := emit(pending, pendingSrc, pendingRow); err != nil {
 				w.abort()
-				return fmt.Errorf("compact: %w", err)
+				return false, fmt.Errorf("compact: %w", err)
 			}
 			pending = nil
 		}
@@ -96,7 +162,7 @@ func (s *Store) compact() error {
 		if r.Op == OpEvent {
 			if err := emit(r, src, srcRow); err != nil {
 				w.abort()
-				return fmt.Errorf("compact: %w", err)
+				return false, fmt.Errorf("compact: %w", err)
 			}
 			continue
 		}
@@ -105,31 +171,36 @@ func (s *Store) compact() error {
 	if pending != nil {
 		if err := emit(pending, pendingSrc, pendingRow); err != nil {
 			w.abort()
-			return fmt.Errorf("compact: %w", err)
+			return false, fmt.Errorf("compact: %w", err)
 		}
 	}
-	next := s.man
-	next.Generation++
-	next.Files = slices.Clone(s.man.Files[:start])
 	var d *dataFile
+	var mergedMeta []fileMeta
+	if s.opts.compactHook != nil {
+		s.opts.compactHook("written")
+	}
 	if len(rels) == 0 {
 		w.abort()
 	} else {
 		meta, err := w.finish(s.opts.syncFile)
 		if err != nil {
-			return fmt.Errorf("compact %d files: %w", len(old), err)
+			return false, fmt.Errorf("compact %d files: %w", len(old), err)
 		}
+		defer s.claims.remove(meta.Name) // listed, or garbage once it fails
 		s.stats.fsyncs.Add(2)
 		if d, err = openDataFile(s.dataDir, meta); err != nil {
-			return fmt.Errorf("compact: reopen the merged file: %w", err)
+			return false, fmt.Errorf("compact: reopen the merged file: %w", err)
 		}
-		next.Files = append(next.Files, meta)
+		mergedMeta = []fileMeta{meta}
+		if s.opts.compactHook != nil {
+			s.opts.compactHook("finished")
+		}
 	}
-	if err := s.install(next); err != nil {
+	if err := s.replaceFiles(start, old, d, mergedMeta); err != nil {
 		if d != nil {
 			d.close()
 		}
-		return fmt.Errorf("compact: %w", err)
+		return false, fmt.Errorf("compact: %w", err)
 	}
 	var relErr error
 	if d != nil {
@@ -149,15 +220,36 @@ func (s *Store) compact() error {
 		// openDataFile checked the pages cover every row: a bug, not damage.
 		s.log.Error().Err(relErr).Str("file", d.path).Msg("state: compaction: an index entry was not moved")
 	}
-	s.files = slices.Clone(s.files[:start])
-	if d != nil {
-		s.files = append(s.files, d)
-	}
 	for _, o := range old {
 		o.close() // first: a reader that loads one of its pages now gets errMoved, never caches it
 		s.cache.drop(o)
 	}
 	s.stats.compactions.Add(1)
+	return true, nil
+}
+
+// replaceFiles installs a manifest where the files old, found at start,
+// are replaced by d (nil: by nothing; merged is d's meta). Only the
+// compactor removes files and the flusher only appends them, so old are
+// still where the compaction found them.
+func (s *Store) replaceFiles(start int, old []*dataFile, d *dataFile, merged []fileMeta) error {
+	s.manMu.Lock()
+	defer s.manMu.Unlock()
+	end := start + len(old)
+	if end > len(s.files) || !slices.Equal(s.files[start:end], old) {
+		return fmt.Errorf("the %d files merged from position %d are no longer listed there (a bug)", len(old), start)
+	}
+	next := s.man
+	next.Generation++
+	next.Files = slices.Concat(s.man.Files[:start], merged, s.man.Files[end:])
+	if err := s.install(next); err != nil {
+		return err
+	}
+	files := slices.Clone(s.files[:start])
+	if d != nil {
+		files = append(files, d)
+	}
+	s.files = append(files, s.files[end:]...)
 	return nil
 }
 

@@ -184,6 +184,10 @@ type dataWriter struct {
 	bw   *bufio.Writer
 	rw   *rowWriter
 	meta fileMeta
+	// claims, if set, gets the file's final name before it appears, so
+	// that garbage collection running meanwhile leaves it alone until a
+	// manifest lists it (the caller removes the claim then).
+	claims *fileClaims
 }
 
 func newDataWriter(dir string, codec *zstdCodec) (*dataWriter, error) {
@@ -231,10 +235,16 @@ func (w *dataWriter) finish(sync syncFunc) (_ fileMeta, err error) {
 	w.meta.Size = st.Size()
 	w.meta.Name = hex.EncodeToString(w.h.Sum(nil)) + parquetSuffix
 	final := filepath.Join(w.dir, w.meta.Name)
+	w.claims.add(w.meta.Name)
 	if err := os.Rename(w.f.Name(), final); err != nil {
+		w.claims.remove(w.meta.Name)
 		return fileMeta{}, fmt.Errorf("rename %s to %s: %w", w.f.Name(), final, err)
 	}
-	return w.meta, atomicfile.SyncDir(w.dir)
+	if err := atomicfile.SyncDir(w.dir); err != nil {
+		w.claims.remove(w.meta.Name) // unlisted: the next garbage collection removes it
+		return fileMeta{}, err
+	}
+	return w.meta, nil
 }
 
 func (w *dataWriter) abort() {
@@ -256,11 +266,18 @@ func sortRecords(recs []Record) {
 // writes them as a new data file in dir, named by the SHA-256 of its
 // content, durably.
 func writeDataFile(dir string, recs []Record, codec *zstdCodec, sync syncFunc) (fileMeta, error) {
+	return writeClaimedDataFile(dir, recs, codec, sync, nil)
+}
+
+// writeClaimedDataFile is writeDataFile with the new file's name claimed
+// (see dataWriter.claims) on success.
+func writeClaimedDataFile(dir string, recs []Record, codec *zstdCodec, sync syncFunc, claims *fileClaims) (fileMeta, error) {
 	sortRecords(recs)
 	w, err := newDataWriter(dir, codec)
 	if err != nil {
 		return fileMeta{}, err
 	}
+	w.claims = claims
 	for i := range recs {
 		if err := w.write(&recs[i]); err != nil {
 			w.abort()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 const (
@@ -89,10 +90,52 @@ func writeManifest(dir string, m manifest, sync syncFunc) error {
 	})
 }
 
+// fileClaims are the names of data files written and not yet listed by a
+// manifest: a flush and a compaction write theirs on different goroutines,
+// and garbage collection after one's manifest must not remove the other's.
+// The nil *fileClaims claims nothing.
+type fileClaims struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (c *fileClaims) add(name string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names == nil {
+		c.names = map[string]bool{}
+	}
+	c.names[name] = true
+}
+
+func (c *fileClaims) remove(name string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.names, name)
+}
+
+func (c *fileClaims) has(name string) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.names[name]
+}
+
 // collectGarbage removes all manifests but the newest keep, then every file in
-// dataDir that none of the kept manifests lists (temporaries included). It
-// returns the names it removed.
-func collectGarbage(manDir, dataDir string, keep int) ([]string, error) {
+// dataDir that none of the kept manifests lists. With claims nil (at Open and
+// in Repair, when nothing else writes) temporaries go too; otherwise files in
+// progress are left alone: temporaries (each writer removes its own when it
+// fails; the next Open removes a crashed one's) and claimed names. It returns
+// the names it removed.
+func collectGarbage(manDir, dataDir string, keep int, claims *fileClaims) ([]string, error) {
 	gens, err := listManifests(manDir)
 	if err != nil {
 		return nil, err
@@ -118,7 +161,9 @@ func collectGarbage(manDir, dataDir string, keep int) ([]string, error) {
 			live[f.Name] = true
 		}
 	}
-	rm, err := removeUnlisted(dataDir, live)
+	rm, err := removeUnlisted(dataDir, func(name string) bool {
+		return live[name] || claims != nil && (strings.HasPrefix(name, ".tmp-") || claims.has(name))
+	})
 	removed = append(removed, rm...)
 	if err == nil {
 		err = removeTemporaries(manDir)
@@ -126,14 +171,14 @@ func collectGarbage(manDir, dataDir string, keep int) ([]string, error) {
 	return removed, err
 }
 
-func removeUnlisted(dir string, live map[string]bool) ([]string, error) {
+func removeUnlisted(dir string, keep func(name string) bool) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read data folder: %w", err)
 	}
 	var removed []string
 	for _, e := range ents {
-		if live[e.Name()] {
+		if keep(e.Name()) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())

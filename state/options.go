@@ -61,6 +61,11 @@ type Options struct {
 
 	// syncFile makes a file's data durable; tests replace it to fail.
 	syncFile syncFunc
+	// compactHook, if set, is called by a compaction with "written" once
+	// its temporary file holds every row, and with "finished" once that
+	// file has its final name, before a manifest lists it (tests block it
+	// there).
+	compactHook func(stage string)
 }
 
 // Default limits.

@@ -203,7 +203,7 @@ func Repair(dir string, opts Options) (Report, error) {
 			return rep, fmt.Errorf("repair: remove old manifest: %w", err)
 		}
 	}
-	if _, err := collectGarbage(manDir, dataDir, 1); err != nil {
+	if _, err := collectGarbage(manDir, dataDir, 1, nil); err != nil {
 		return rep, fmt.Errorf("repair: %w", err)
 	}
 	for _, d := range []string{walDir, manDir, dataDir} {

@@ -25,6 +25,18 @@ func openT(t *testing.T, dir string, opts Options) *Store {
 	return s
 }
 
+// waitCompactions waits until the compactor has handled every flush so far.
+func waitCompactions(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for s.compactsDue.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the compactor has not caught up after a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func closeT(t *testing.T, s *Store) {
 	t.Helper()
 	if err := s.Close(); err != nil {

@@ -194,7 +194,10 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 			if err != nil {
 				o.Log.Warn().Str(FieldCapsule, m.Name).Err(err).Msg("running WITHOUT the limits it asks for (--without-limits)")
 			}
-			return createRootless(ctx, t, o)
+			if err := rootless.Refusal(m, t.Layers, kernelRelease()); err != nil {
+				return nil, err
+			}
+			return create(ctx, t, o, false)
 		}
 		// Limits in the user's delegated cgroup v2 subtree: the path below,
 		// in a user namespace.
@@ -208,10 +211,23 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 		}
 		o.AppInCapsule, o.rootless = true, true
 	}
+	return create(ctx, t, o, true)
+}
+
+// create is Create once the init is resolved and the rootless checks are
+// done: the plan, then what it says, with cgroups (root, or a user's
+// delegated subtree) or without (startWithoutCgroups). Everything else is the
+// same for both, and on any error everything created so far is removed.
+func create(ctx context.Context, t *Target, o Options, withCgroups bool) (_ *Instance, err error) {
+	m := t.Manifest
 	id := newID(m.Name)
 	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: o.layout().Instance(id), opts: o,
 		services: map[string]*cgroups.Group{}}
-	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Logger()
+	lc := CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id)
+	if !withCgroups {
+		lc = lc.Bool("rootless", true)
+	}
+	i.Log = lc.Logger()
 	c, err := confineFor(t, o)
 	if err != nil {
 		return nil, err
@@ -219,17 +235,22 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := overlayReady(); err != nil {
 		return nil, err
 	}
-	if i.host, err = cgprobe.Detect(o.probeCacheDir()); err != nil {
-		return nil, fmt.Errorf("cgroups: %w", err)
+	app := "" // with cgroups the app's overlay is the host's (or appoverlay.go's)
+	if withCgroups {
+		if i.host, err = cgprobe.Detect(o.probeCacheDir()); err != nil {
+			return nil, fmt.Errorf("cgroups: %w", err)
+		}
+		if err := cgroups.EnsureDelegation(i.host); err != nil {
+			return nil, err
+		}
+	} else {
+		app = t.AppDir
 	}
-	if err := cgroups.EnsureDelegation(i.host); err != nil {
-		return nil, err
-	}
-	facts, err := hostFacts(i.host, o.Binary, o.InitBinary)
+	facts, err := hostFacts(i.host, o.Binary, o.InitBinary) // i.host is nil without cgroups
 	if err != nil {
 		return nil, err
 	}
-	if i.plan, err = compilePlan(t, o, id, facts, c, ""); err != nil {
+	if i.plan, err = compilePlan(t, o, id, facts, c, app); err != nil {
 		return nil, err
 	}
 	if err := SweepStale(ctx, o); err != nil {
@@ -248,18 +269,36 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	if err := i.openSockets(); err != nil {
 		return i, err
 	}
-	if err := i.createCgroups(); err != nil {
+	if withCgroups {
+		err = i.startWithCgroups(t)
+	} else {
+		err = i.startWithoutCgroups(t)
+	}
+	if err != nil {
 		return i, err
 	}
-	if o.rootless { // the root's overlay is mounted inside the capsule (rootless.Spec)
+	if err := i.holdSockets(); err != nil {
+		return i, err
+	}
+	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
+	return i, nil
+}
+
+// startWithCgroups makes the capsule's cgroups and root, starts the
+// container beside the capsule's store, then the services' cgroups.
+func (i *Instance) startWithCgroups(t *Target) error {
+	if err := i.createCgroups(); err != nil {
+		return err
+	}
+	if i.opts.rootless { // the root's overlay is mounted inside the capsule (rootless.Spec)
 		i.rootLayers = t.Layers
 	} else if err := i.mountRoot(t.Layers); err != nil {
-		return i, err
+		return err
 	}
-	if o.AppInCapsule { // appoverlay.go: the overlay ends with the capsule
+	if i.opts.AppInCapsule { // appoverlay.go: the overlay ends with the capsule
 		i.appLower = t.AppDir
 	} else if err := i.mountApp(t.AppDir); err != nil {
-		return i, err
+		return err
 	}
 	// The capsule's store opens (it recovers its log and syncs its folder)
 	// while the container starts: only the services, started after Create,
@@ -273,16 +312,9 @@ func Create(ctx context.Context, t *Target, o Options) (_ *Instance, err error) 
 	}
 	cerr := i.startContainer()
 	if err := errors.Join(cerr, <-stateDone); err != nil {
-		return i, err
+		return err
 	}
-	if err := i.createServiceCgroups(); err != nil {
-		return i, err
-	}
-	if err := i.holdSockets(); err != nil {
-		return i, err
-	}
-	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
-	return i, nil
+	return i.createServiceCgroups()
 }
 
 func (i *Instance) createDirs() error {

@@ -3,7 +3,6 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -52,59 +51,14 @@ func RootlessFindings(kernel hostfacts.KernelVersion, kernelErr error, wanted []
 // over its socket (SCM_RIGHTS: no cgroup involved), and a unix socket's
 // file is bound into the capsule.
 
-// createRootless is Create for a user who is not root.
-func createRootless(ctx context.Context, t *Target, o Options) (_ *Instance, err error) {
-	if err := resolveInit(&o, o.Log, true); err != nil {
-		return nil, err
-	}
-	m := t.Manifest
-	if err := rootless.Refusal(m, t.Layers, kernelRelease()); err != nil {
-		return nil, err
-	}
-	id := newID(m.Name)
-	i := &Instance{ID: id, Manifest: m, Release: t.Release, BuildSHA: t.BuildSHA, paths: o.layout().Instance(id), opts: o}
-	i.Log = CapsuleLogger(o.Log, m.Name, t.Release, t.BuildSHA).With().Str("instance", id).Bool("rootless", true).Logger()
-	c, err := confineFor(t, o)
-	if err != nil {
-		return nil, err
-	}
-	facts, err := hostFacts(nil, o.Binary, o.InitBinary) // no cgroups
-	if err != nil {
-		return nil, err
-	}
-	if i.plan, err = compilePlan(t, o, id, facts, c, t.AppDir); err != nil {
-		return nil, err
-	}
-	if err := overlayReady(); err != nil {
-		return nil, err
-	}
-	if err := SweepStale(ctx, o); err != nil {
-		i.Log.Warn().Err(err).Msg("cleaning up after an earlier instance")
-	}
-	defer func() {
-		if err != nil {
-			if cerr := i.Destroy(context.WithoutCancel(ctx)); cerr != nil {
-				i.Log.Error().Err(cerr).Msg("cleaning up the failed start")
-			}
-		}
-	}()
-	if err := i.createDirs(); err != nil {
-		return i, err
-	}
-	if err := i.openSockets(); err != nil {
-		return i, err
-	}
+// startWithoutCgroups is create's start for a user who is not root and a
+// capsule without limits (Create has run rootless.Refusal): the store, then
+// the container in its user namespace.
+func (i *Instance) startWithoutCgroups(t *Target) error {
 	if err := i.startState(); err != nil {
-		return i, err
+		return err
 	}
-	if err := i.startRootlessContainer(t.AppDir, t.Layers); err != nil {
-		return i, err
-	}
-	if err := i.holdSockets(); err != nil {
-		return i, err
-	}
-	i.Log.Info().Int(FieldPID, i.initPID()).Msg("capsule started")
-	return i, nil
+	return i.startRootlessContainer(t.AppDir, t.Layers)
 }
 
 func (i *Instance) startRootlessContainer(appDir string, layers []string) error {

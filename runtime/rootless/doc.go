@@ -8,7 +8,7 @@
 // Overlay); and the spec changes that make a capsule's OCI spec runnable by
 // the user, with the rootfs layers mounted inside the capsule (Spec).
 //
-// runtime calls it (createRootless, startRootlessContainer and Create's
+// runtime calls it (startWithoutCgroups, startRootlessContainer and Create's
 // rootless branch stay there, as Instance's lifecycle); it imports no
 // runtime, only cgroups, specs, runtime/hostfacts, runtime/hostconf and the
 // runtime-spec.
